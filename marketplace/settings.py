@@ -1,0 +1,61 @@
+"""One settings object, read from the environment (see .env.example for every variable)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    # Every Redis key and queue name starts with this, so several deployments (or test runs)
+    # can share one Redis without seeing each other's keys.
+    redis_namespace: str = Field(default="mkt", alias="REDIS_NAMESPACE")
+    data_dir: Path = Field(default=Path("./.marketplace"), alias="MARKETPLACE_DATA_DIR")
+    allow_private_networks: bool = Field(default=False, alias="MARKETPLACE_ALLOW_PRIVATE_NETWORKS")
+    base_url: str = Field(default="http://127.0.0.1:8000", alias="MARKETPLACE_BASE_URL")
+    # Encrypts secrets we must use again (webhook signing secrets, proxy secrets). 32 url-safe
+    # base64 bytes (a Fernet key); derived from data_dir when unset so dev works out of the box.
+    secret_key: str | None = Field(default=None, alias="MARKETPLACE_SECRET_KEY")
+    log_json: bool = Field(default=True, alias="MARKETPLACE_LOG_JSON")
+    log_level: str = Field(default="INFO", alias="MARKETPLACE_LOG_LEVEL")
+    token_ttl_days: int = Field(default=30, alias="MARKETPLACE_TOKEN_TTL_DAYS")
+    run_worker_in_process: bool | None = Field(default=None, alias="MARKETPLACE_INPROCESS_WORKER")
+
+    platform_fee_percent: int = Field(default=20, ge=0, le=100, alias="PLATFORM_FEE_PERCENT")
+    stripe_secret_key: str | None = Field(default=None, alias="STRIPE_SECRET_KEY")
+    stripe_webhook_secret: str | None = Field(default=None, alias="STRIPE_WEBHOOK_SECRET")
+    stripe_api_base: str | None = Field(default=None, alias="STRIPE_API_BASE")
+    payout_holding_days: int = Field(default=7, ge=0, alias="PAYOUT_HOLDING_DAYS")
+    payout_minimum_amount: int = Field(default=100, ge=0, alias="PAYOUT_MINIMUM_AMOUNT")
+    webhook_retry_schedule: str = Field(
+        default="0,5,300,1800,7200,18000,36000,36000", alias="WEBHOOK_RETRY_SCHEDULE"
+    )
+    metrics_token: str | None = Field(default=None, alias="METRICS_TOKEN")
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_driver(cls, value: str | None) -> str | None:
+        # Accept the plain postgres:// URLs that hosting providers hand out.
+        if value and value.startswith(("postgres://", "postgresql://")):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        return value
+
+    @property
+    def retry_schedule(self) -> list[int]:
+        return [int(part) for part in self.webhook_retry_schedule.split(",") if part.strip()]
+
+    @property
+    def payments_enabled(self) -> bool:
+        return bool(self.stripe_secret_key)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,91 @@
+"""Partner organisations and their members. `require_member` is the one tenancy check every
+partner-owned resource goes through: a non-member learns nothing (404)."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace.core.errors import Conflict, NotFound, Unprocessable
+from marketplace.core.ids import new_id
+from marketplace.core.security import Principal
+from partners.models import Membership, Partner
+
+MANAGERS = ("owner", "admin")
+
+
+async def create_partner(session: AsyncSession, principal: Principal, name: str) -> tuple[Partner, Membership]:
+    partner = Partner(id=new_id("partner"), name=name.strip())
+    session.add(partner)
+    await session.flush()
+    member = Membership(id=new_id("member"), partner_id=partner.id, user_id=principal.user_id, role="owner")
+    session.add(member)
+    await session.flush()
+    return partner, member
+
+
+async def require_member(session: AsyncSession, principal: Principal, partner_id: str,
+                         roles: tuple[str, ...] | None = None) -> tuple[Partner, Membership]:
+    """The partner and the caller's membership; 404 unless the caller is a member (with a role in
+    `roles` when given). Operators are not members: they act through the admin endpoints."""
+    row = (await session.execute(
+        select(Partner, Membership).join(Membership, Membership.partner_id == Partner.id)
+        .where(Partner.id == partner_id, Membership.user_id == principal.user_id)
+    )).first()
+    if row is None:
+        raise NotFound(f"No partner {partner_id!r} that you are a member of. List yours with GET /v1/partners.")
+    partner, member = row
+    if roles is not None and member.role not in roles:
+        raise NotFound(f"No partner {partner_id!r} that you manage (your role is {member.role!r}; "
+                       f"this needs {' or '.join(roles)}).")
+    return partner, member
+
+
+async def list_partners(session: AsyncSession, principal: Principal) -> list[tuple[Partner, str]]:
+    rows = await session.execute(
+        select(Partner, Membership.role).join(Membership, Membership.partner_id == Partner.id)
+        .where(Membership.user_id == principal.user_id).order_by(Partner.id.desc())
+    )
+    return [(p, r) for p, r in rows]
+
+
+async def list_members(session: AsyncSession, partner_id: str) -> list[tuple[Membership, str]]:
+    from marketplace.core.db import Base
+
+    users = Base.metadata.tables["users"]
+    rows = await session.execute(
+        select(Membership, users.c.email).join(users, users.c.id == Membership.user_id)
+        .where(Membership.partner_id == partner_id).order_by(Membership.id)
+    )
+    return [(m, e) for m, e in rows]
+
+
+async def add_member(session: AsyncSession, partner_id: str, email: str, role: str) -> tuple[Membership, str]:
+    from marketplace.core.db import Base
+
+    users = Base.metadata.tables["users"]
+    user_id = await session.scalar(select(users.c.id).where(users.c.email == email.strip().lower()))
+    if user_id is None:
+        raise Unprocessable(f"No account with the email {email!r}. Ask them to sign up first (POST /v1/signup).",
+                            errors=[{"field": "email", "message": "no such account"}])
+    member = Membership(id=new_id("member"), partner_id=partner_id, user_id=user_id, role=role)
+    session.add(member)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"{email} is already a member of this partner.") from exc
+    return member, email
+
+
+async def remove_member(session: AsyncSession, partner_id: str, member_id: str) -> None:
+    member = await session.scalar(select(Membership).where(Membership.id == member_id,
+                                                           Membership.partner_id == partner_id))
+    if member is None:
+        raise NotFound(f"No member {member_id!r} in this partner.")
+    if member.role == "owner":
+        owners = await session.scalar(select(func.count()).where(Membership.partner_id == partner_id,
+                                                                 Membership.role == "owner"))
+        if owners == 1:
+            raise Conflict("A partner needs at least one owner. Make someone else owner first.")
+    await session.delete(member)

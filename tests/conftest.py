@@ -1,0 +1,129 @@
+"""Test harness: real PostgreSQL and Redis, one fresh database and Redis namespace per run.
+
+DATABASE_URL / REDIS_URL are used when set (CI, this machine); otherwise the embedded servers
+start under .marketplace/test. Every run creates its own database and drops it afterwards, so
+runs never collide, and tests use unique emails and slugs, so they need no cleanup between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from tests.helpers import Api
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_ID = secrets.token_hex(4)
+
+
+def _admin_and_test_urls(base: str) -> tuple[str, str, str]:
+    """(asyncpg admin DSN, SQLAlchemy URL of the run's database, database name)."""
+    name = f"mkt_test_{RUN_ID}"
+    parts = urlsplit(base.replace("postgresql+asyncpg://", "postgresql://"))
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    test = urlunsplit(parts._replace(path=f"/{name}", scheme="postgresql+asyncpg"))
+    return admin, test, name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def platform_env() -> Iterator[dict[str, str]]:
+    from marketplace.core import embedded
+
+    data_dir = ROOT / ".marketplace" / "test"
+    base_db = os.environ.get("DATABASE_URL") or embedded.start_postgres(data_dir)
+    redis_url = os.environ.get("REDIS_URL") or embedded.start_redis(data_dir)
+    admin, test_url, name = _admin_and_test_urls(base_db)
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    env = {
+        "DATABASE_URL": test_url,
+        "REDIS_URL": redis_url,
+        "REDIS_NAMESPACE": f"mkt-test-{RUN_ID}",
+        "MARKETPLACE_ALLOW_PRIVATE_NETWORKS": "1",
+        "MARKETPLACE_DATA_DIR": str(data_dir),
+        "MARKETPLACE_LOG_JSON": "1",
+        "MARKETPLACE_LOG_LEVEL": "WARNING",
+        "MARKETPLACE_INPROCESS_WORKER": "0",
+        "MARKETPLACE_BASE_URL": "http://testserver.local",
+    }
+    for key in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE", "METRICS_TOKEN"):
+        os.environ.pop(key, None)
+    os.environ.update(env)
+    from marketplace.settings import get_settings
+
+    get_settings.cache_clear()
+    from alembic import command
+
+    from marketplace.migrations_config import alembic_config
+
+    command.upgrade(alembic_config(test_url), "head")
+    yield env
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+    async def clear_redis() -> None:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(redis_url)
+        async for key in client.scan_iter(match=f"mkt-test-{RUN_ID}:*", count=1000):
+            await client.delete(key)
+        await client.aclose()
+
+    asyncio.run(clear_redis())
+
+
+@pytest.fixture(scope="session")
+async def app(platform_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    from marketplace.app import create_app
+
+    return create_app()
+
+
+@pytest.fixture(scope="session")
+async def client(app) -> AsyncIterator[AsyncTestClient]:  # type: ignore[no-untyped-def]
+    async with AsyncTestClient(app=app, base_url="http://testserver.local") as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+async def api(client: AsyncTestClient) -> Api:
+    return Api(client)
+
+
+@pytest.fixture
+async def run_jobs(app):  # type: ignore[no-untyped-def]
+    """Run every queued arq job (and the jobs they enqueue) with a real worker, then return."""
+    from marketplace.worker import build_worker
+
+    async def run() -> int:
+        worker = build_worker(app.state.arq)
+        worker.burst = True
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+        return worker.jobs_complete + worker.jobs_failed
+
+    return run

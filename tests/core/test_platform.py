@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from tests.helpers import Api, assert_problem
+
+
+async def test_health_and_ready_check_postgres_and_redis(api: Api) -> None:
+    assert (await api.client.get("/health")).json() == {"status": "ok"}
+    ready = await api.client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["database"] == "ok" and ready.json()["redis"] == "ok"
+
+
+async def test_every_response_carries_a_request_id(api: Api) -> None:
+    response = await api.client.get("/health")
+    assert response.headers["x-request-id"].startswith("req_")
+
+
+async def test_unknown_route_and_method_are_problems(api: Api) -> None:
+    assert_problem(await api.client.get("/v1/nope"), 404)
+    response = await api.client.put("/v1/signup", json={})
+    assert response.status_code == 405
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_openapi_document_and_docs_are_served(api: Api) -> None:
+    doc = (await api.client.get("/schema/openapi.json")).json()
+    assert "/v1/signup" in doc["paths"] and "/v1/partners" in doc["paths"]
+    assert (await api.client.get("/schema/swagger")).status_code == 200
+
+
+async def test_idempotency_key_replays_the_first_response(api: Api) -> None:
+    user = await api.signup()
+    headers = {**user.headers, "Idempotency-Key": "create-partner-1"}
+    first = await api.client.post("/v1/partners", json={"name": "Once"}, headers=headers)
+    second = await api.client.post("/v1/partners", json={"name": "Once"}, headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert first.json()["id"] == second.json()["id"] and second.headers["idempotent-replayed"] == "true"
+    assert len((await api.client.get("/v1/partners", headers=user.headers)).json()) == 1
+    other_body = await api.client.post("/v1/partners", json={"name": "Other"}, headers=headers)
+    assert_problem(other_body, 422, contains="different request")
+
+
+async def test_idempotency_keys_are_scoped_to_the_caller(api: Api) -> None:
+    alice, bob = await api.signup(), await api.signup()
+    a = await api.client.post("/v1/partners", json={"name": "Same"}, headers={**alice.headers, "Idempotency-Key": "k"})
+    b = await api.client.post("/v1/partners", json={"name": "Same"}, headers={**bob.headers, "Idempotency-Key": "k"})
+    assert a.json()["id"] != b.json()["id"]

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from tests.helpers import Api, assert_problem
+
+
+async def test_creating_a_partner_makes_the_caller_its_owner(api: Api) -> None:
+    user = await api.signup()
+    partner = await api.partner(user, "Acme Weather")
+    assert partner["id"].startswith("prt_") and partner["name"] == "Acme Weather"
+    assert partner["connect_status"] == "not_started" and partner["role"] == "owner"
+    me = (await api.client.get("/v1/me", headers=user.headers)).json()
+    assert me["partners"] == [{"partner_id": partner["id"], "partner_name": "Acme Weather", "role": "owner"}]
+
+
+async def test_another_tenant_gets_404_on_every_partner_route(api: Api) -> None:
+    owner, stranger = await api.signup(), await api.signup()
+    partner = await api.partner(owner)
+    pid = partner["id"]
+    for method, path, body in [
+        ("GET", f"/v1/partners/{pid}", None),
+        ("GET", f"/v1/partners/{pid}/members", None),
+        ("POST", f"/v1/partners/{pid}/members", {"email": stranger.email, "role": "admin"}),
+    ]:
+        response = await api.client.request(method, path, json=body, headers=stranger.headers)
+        assert_problem(response, 404)
+    assert (await api.client.get("/v1/partners", headers=stranger.headers)).json() == []
+
+
+async def test_members_by_role_developers_cannot_manage_members(api: Api) -> None:
+    owner, dev, third = await api.signup(), await api.signup(), await api.signup()
+    pid = (await api.partner(owner))["id"]
+    added = await api.client.post(f"/v1/partners/{pid}/members", json={"email": dev.email, "role": "developer"},
+                                  headers=owner.headers)
+    assert added.status_code == 201 and added.json()["role"] == "developer"
+    assert (await api.client.get(f"/v1/partners/{pid}", headers=dev.headers)).json()["role"] == "developer"
+    refused = await api.client.post(f"/v1/partners/{pid}/members", json={"email": third.email}, headers=dev.headers)
+    assert_problem(refused, 404)
+    again = await api.client.post(f"/v1/partners/{pid}/members", json={"email": dev.email}, headers=owner.headers)
+    assert_problem(again, 409)
+    nobody = await api.client.post(f"/v1/partners/{pid}/members", json={"email": "ghost@example.com"},
+                                   headers=owner.headers)
+    assert_problem(nobody, 422, contains="sign up")
+
+
+async def test_the_last_owner_cannot_be_removed(api: Api) -> None:
+    owner = await api.signup()
+    pid = (await api.partner(owner))["id"]
+    members = (await api.client.get(f"/v1/partners/{pid}/members", headers=owner.headers)).json()
+    response = await api.client.delete(f"/v1/partners/{pid}/members/{members[0]['id']}", headers=owner.headers)
+    assert_problem(response, 409, contains="owner")
+
+
+async def test_partner_name_is_validated(api: Api) -> None:
+    user = await api.signup()
+    response = await api.client.post("/v1/partners", json={"name": ""}, headers=user.headers)
+    assert response.status_code in (400, 422)
+    assert response.json()["errors"]
+    extra = await api.client.post("/v1/partners", json={"name": "x", "evil": 1}, headers=user.headers)
+    assert extra.status_code in (400, 422)
