@@ -1,4 +1,4 @@
-"""subscriptions, API keys, usage ledger and rollups
+"""metering: usage events and rollups
 
 Revision ID: 0003
 Revises: 0002
