@@ -22,6 +22,7 @@ from litestar.template.config import TemplateConfig
 from sqlalchemy import text
 
 from marketplace import registry
+from marketplace.core import cache
 from marketplace.core.db import make_engine, make_sessionmaker, provide_db_session
 from marketplace.core.errors import EXCEPTION_HANDLERS, ServiceUnavailable
 from marketplace.core.logging import configure_logging
@@ -66,6 +67,7 @@ async def core_lifespan(app: Litestar) -> AsyncIterator[None]:
     state.engine = make_engine(settings.database_url or "")
     state.sessionmaker = make_sessionmaker(state.engine)
     state.redis = make_redis()
+    cache.set_publisher(state.redis)
     state.arq = await create_pool(arq_settings(), default_queue_name=queue_name())
     worker_task = None
     if settings.run_worker_in_process:

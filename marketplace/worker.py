@@ -12,6 +12,7 @@ from arq import Worker
 from arq.connections import ArqRedis
 
 from marketplace import registry
+from marketplace.core import cache
 from marketplace.core.db import make_engine, make_sessionmaker
 from marketplace.core.redis import arq_settings, make_redis, queue_name
 from marketplace.settings import get_settings
@@ -23,6 +24,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["engine"] = make_engine(settings.database_url or "", pool_size=5)
     ctx["sessionmaker"] = make_sessionmaker(ctx["engine"])
     ctx["redis_client"] = make_redis()
+    cache.set_publisher(ctx["redis_client"])
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

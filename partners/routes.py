@@ -7,6 +7,7 @@ from litestar.status_codes import HTTP_201_CREATED
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.core.security import Principal
+from marketplace.core.tenancy import MANAGERS
 from partners import service
 from partners.models import Membership, Partner
 from partners.schemas import MemberIn, MemberOut, PartnerIn, PartnerOut
@@ -39,8 +40,8 @@ class PartnerController(Controller):
 
     @get("/{partner_id:str}", operation_id="getPartner", summary="A partner you are a member of")
     async def get_partner(self, partner_id: str, principal: Principal, db_session: AsyncSession) -> PartnerOut:
-        partner, member = await service.require_member(db_session, principal, partner_id)
-        return partner_out(partner, member.role)
+        partner, role = await service.require_member(db_session, principal, partner_id)
+        return partner_out(partner, role)
 
     @get("/{partner_id:str}/members", operation_id="listPartnerMembers", summary="The partner's members")
     async def members(self, partner_id: str, principal: Principal, db_session: AsyncSession) -> list[MemberOut]:
@@ -51,7 +52,7 @@ class PartnerController(Controller):
           summary="Add a member by email (owners and admins)")
     async def add_member(self, partner_id: str, data: MemberIn, principal: Principal,
                          db_session: AsyncSession) -> MemberOut:
-        await service.require_member(db_session, principal, partner_id, service.MANAGERS)
+        await service.require_member(db_session, principal, partner_id, MANAGERS)
         member, email = await service.add_member(db_session, partner_id, data.email, data.role)
         return member_out(member, email)
 
@@ -59,7 +60,7 @@ class PartnerController(Controller):
             summary="Remove a member (owners and admins)")
     async def remove_member(self, partner_id: str, member_id: str, principal: Principal,
                             db_session: AsyncSession) -> None:
-        await service.require_member(db_session, principal, partner_id, service.MANAGERS)
+        await service.require_member(db_session, principal, partner_id, MANAGERS)
         await service.remove_member(db_session, partner_id, member_id)
 
 

@@ -10,9 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from marketplace.core.errors import Conflict, NotFound, Unprocessable
 from marketplace.core.ids import new_id
 from marketplace.core.security import Principal
+from marketplace.core.tenancy import partner_role
 from partners.models import Membership, Partner
-
-MANAGERS = ("owner", "admin")
 
 
 async def create_partner(session: AsyncSession, principal: Principal, name: str) -> tuple[Partner, Membership]:
@@ -26,20 +25,13 @@ async def create_partner(session: AsyncSession, principal: Principal, name: str)
 
 
 async def require_member(session: AsyncSession, principal: Principal, partner_id: str,
-                         roles: tuple[str, ...] | None = None) -> tuple[Partner, Membership]:
-    """The partner and the caller's membership; 404 unless the caller is a member (with a role in
+                         roles: tuple[str, ...] | None = None) -> tuple[Partner, str]:
+    """The partner and the caller's role in it; 404 unless the caller is a member (with a role in
     `roles` when given). Operators are not members: they act through the admin endpoints."""
-    row = (await session.execute(
-        select(Partner, Membership).join(Membership, Membership.partner_id == Partner.id)
-        .where(Partner.id == partner_id, Membership.user_id == principal.user_id)
-    )).first()
-    if row is None:
-        raise NotFound(f"No partner {partner_id!r} that you are a member of. List yours with GET /v1/partners.")
-    partner, member = row
-    if roles is not None and member.role not in roles:
-        raise NotFound(f"No partner {partner_id!r} that you manage (your role is {member.role!r}; "
-                       f"this needs {' or '.join(roles)}).")
-    return partner, member
+    role = await partner_role(session, principal, partner_id, roles)
+    partner = await session.get(Partner, partner_id)
+    assert partner is not None  # the membership row references it
+    return partner, role
 
 
 async def list_partners(session: AsyncSession, principal: Principal) -> list[tuple[Partner, str]]:
