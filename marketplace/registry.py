@@ -24,6 +24,7 @@ DOMAINS = [
     "marketplace.subscriptions",
     "marketplace.gateway",
     "marketplace.metering",
+    "marketplace.ledger",
     "marketplace.billing",
     "payouts",
     "marketplace.portal",
