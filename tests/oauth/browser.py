@@ -3,18 +3,12 @@ submits HTML forms the way a user agent does (every input, plus the clicked butt
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlencode, urljoin
 
 import httpx
-from litestar.testing import AsyncTestClient
-from litestar.testing.transport import TestClientTransport
-
-T = TypeVar("T")
 
 BASE_URL = "http://testserver.local"
 
@@ -49,18 +43,13 @@ def parse_form(html: str) -> Form:
     return parser.forms[0]
 
 
-def transport(test_client: AsyncTestClient) -> Any:
-    """A transport into the app under test, on the loop where it runs (the test client's portal)."""
-    return TestClientTransport(client=test_client, raise_server_exceptions=True)  # type: ignore[arg-type]
-
-
-async def on_app_loop(test_client: AsyncTestClient, fn: Callable[[], Awaitable[T]]) -> T:
-    """Run `fn` on the app's event loop: its engine and Redis pool belong to that loop."""
-    return await asyncio.to_thread(test_client.blocking_portal.call, fn)
+def transport(test_client: httpx.AsyncClient) -> Any:
+    """Another client's way into the app under test (the session client's ASGI transport)."""
+    return test_client._transport
 
 
 class Browser:
-    def __init__(self, test_client: AsyncTestClient) -> None:
+    def __init__(self, test_client: httpx.AsyncClient) -> None:
         self.http = httpx.AsyncClient(transport=transport(test_client), base_url=BASE_URL)
 
     async def get(self, url: str) -> httpx.Response:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +10,7 @@ from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from tests.helpers import Api, User
-from tests.oauth.browser import BASE_URL, Browser, on_app_loop, transport
+from tests.oauth.browser import BASE_URL, Browser, transport
 from tests.oauth.factories import PublishedApi, published_api, subscribe
 
 # authlib's client refuses http:// endpoints unless told this is a test.
@@ -43,11 +42,8 @@ class World:
             transport=transport(self.api.client), base_url=BASE_URL,
         )
 
-    async def in_app(self, fn: Callable[[], Awaitable[Any]]) -> Any:
-        return await on_app_loop(self.api.client, fn)
-
     async def redis(self, command: str, *args: Any) -> Any:
-        return await self.in_app(lambda: getattr(self.app.state.redis, command)(*args))
+        return await getattr(self.app.state.redis, command)(*args)
 
     async def browser(self, user: User | None = None) -> Browser:
         browser = Browser(self.api.client)

@@ -17,7 +17,6 @@ from marketplace.subscriptions.models import Subscription
 from partners.publishing.models import Api, Plan, PlanVersion, Scope
 from tests.helpers import Api as HttpApi
 from tests.helpers import User, unique
-from tests.oauth.browser import on_app_loop
 
 
 @dataclass
@@ -52,7 +51,7 @@ async def published_api(app: Any, api: HttpApi, *, name: str = "Weather", scopes
             session.add(PlanVersion(id=version_id, plan_id=plan_id, version=1, name="Free", currency="usd",
                                     scopes=plan_scopes))
 
-    await on_app_loop(api.client, insert)
+    await insert()
     return PublishedApi(api_id, partner["id"], name, plan_id, version_id, plan_scopes)
 
 
@@ -67,7 +66,7 @@ async def subscribe(app: Any, api: HttpApi, consumer: User, published: Published
                                      plan_version_id=published.plan_version_id, status=status,
                                      current_period_start=now, current_period_end=now + timedelta(days=30)))
 
-    await on_app_loop(api.client, insert)
+    await insert()
     return sub_id
 
 
@@ -78,4 +77,4 @@ async def cancel(app: Any, api: HttpApi, sub_id: str) -> None:
             assert sub is not None
             sub.status = "canceled"
 
-    await on_app_loop(api.client, update)
+    await update()
