@@ -135,9 +135,9 @@ async def _authorize(request: Request[Any, Any, Any], db_session: AsyncSession, 
     client_id = dict(pairs).get("client_id")
     allowed: set[str] = set()
     remembered = None
-    if user is not None and client_id:
+    if user is not None and service.is_client_id(client_id):
         allowed = await service.live_scopes(db_session, user.id)
-        remembered = await service.live_grant(db_session, user.id, client_id)
+        remembered = await service.live_grant(db_session, user.id, str(client_id))
     oreq = _oauth_request(request, "GET" if decision is None else "POST", pairs)
 
     def step(context: OAuthContext) -> tuple[str, Any]:

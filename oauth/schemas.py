@@ -6,11 +6,13 @@ from typing import Annotated, Literal
 import msgspec
 
 GrantType = Literal["authorization_code", "refresh_token", "client_credentials"]
-RedirectUri = Annotated[str, msgspec.Meta(min_length=1, max_length=2048, examples=["https://app.example.com/callback"])]
+RedirectUri = Annotated[str, msgspec.Meta(min_length=1, max_length=2048, pattern=r"^[^\x00-\x20\x7f]+$",
+                                          examples=["https://app.example.com/callback"])]
 
 
 class AppIn(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, examples=["Weather dashboard"])]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$",
+                                      examples=["Weather dashboard"])]
     redirect_uris: Annotated[list[RedirectUri], msgspec.Meta(max_length=10)] = []
     public: bool = False
     grant_types: Annotated[list[GrantType], msgspec.Meta(min_length=1, max_length=3)] | None = None

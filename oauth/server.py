@@ -253,7 +253,7 @@ class TokenRecord:
 # --- storage helpers (sync, inside run) -----------------------------------------------------------
 
 def query_app(client_id: Any) -> Client | None:
-    if not isinstance(client_id, str) or not client_id.startswith("app_") or len(client_id) > 40:
+    if not service.is_client_id(client_id):
         return None
     app = db().get(OAuthApp, client_id)
     return Client(app) if app else None

@@ -13,6 +13,7 @@ Access-token verification for the gateway (DB-free) lives in `oauth.tokens`
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -98,12 +99,21 @@ async def create_app(session: AsyncSession, owner_id: str, *, name: str, redirec
     return app, secret
 
 
+_CLIENT_ID = re.compile(r"^app_[0-9a-z]{26}$")
+_GRANT_ID = re.compile(r"^grt_[0-9a-z]{26}$")
+
+
+def is_client_id(value: object) -> bool:
+    """Well-formed `app_…` id: anything else is refused before it reaches the database."""
+    return isinstance(value, str) and bool(_CLIENT_ID.match(value))
+
+
 def apps_of(owner_id: str) -> Select[Any]:
     return select(OAuthApp).where(OAuthApp.owner_id == owner_id)
 
 
 async def get_app(session: AsyncSession, owner_id: str, app_id: str) -> OAuthApp:
-    app = await session.scalar(apps_of(owner_id).where(OAuthApp.id == app_id))
+    app = await session.scalar(apps_of(owner_id).where(OAuthApp.id == app_id)) if is_client_id(app_id) else None
     if app is None:
         raise NotFound(f"No app {app_id!r}. List yours with GET /v1/apps.")
     return app
@@ -200,7 +210,7 @@ async def list_grants(session: AsyncSession, user_id: str) -> list[tuple[OAuthGr
 
 async def revoke_grant(session: AsyncSession, redis: Redis, user_id: str, grant_id: str) -> None:
     grant = await session.scalar(select(OAuthGrant).where(OAuthGrant.id == grant_id, OAuthGrant.user_id == user_id,
-                                                          OAuthGrant.revoked_at.is_(None)))
+                                                          OAuthGrant.revoked_at.is_(None))) if _GRANT_ID.match(grant_id) else None
     if grant is None:
         raise NotFound(f"No grant {grant_id!r}. List yours with GET /v1/oauth/grants.")
     now = utcnow()
