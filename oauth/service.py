@@ -30,7 +30,7 @@ from marketplace.core.ids import new_id
 from marketplace.core.security import hash_token, new_token
 from marketplace.subscriptions.models import LIVE_STATUSES, Subscription
 from oauth.models import GRANT_TYPES, OAuthAccessToken, OAuthApp, OAuthGrant, OAuthRefreshToken
-from oauth.tokens import AccessClaims, TokenError, deny_list_key, verify_access_token
+from oauth.tokens import LEEWAY, AccessClaims, TokenError, deny_list_key, verify_access_token
 from partners.publishing.models import Api, PlanVersion, Scope
 
 CLIENT_SECRET_KIND = "mcs"  # client secrets look like mcs_…
@@ -230,7 +230,8 @@ def revoke_access_tokens_stmt(where: Any, now: datetime) -> Any:
 
 
 def deny_entries(rows: Any, now: datetime) -> list[tuple[str, int]]:
-    return [(jti, max(1, int((expires_at - now).total_seconds()) + 1)) for jti, expires_at in rows]
+    """(jti, ttl): kept until the token would be refused anyway (its expiry plus the verifier's leeway)."""
+    return [(jti, max(1, int((expires_at - now).total_seconds()) + LEEWAY + 1)) for jti, expires_at in rows]
 
 
 async def revoke_access_tokens(session: AsyncSession, redis: Redis, where: Any) -> int:

@@ -56,3 +56,16 @@ async def test_private_keys_are_encrypted_at_rest(world: World) -> None:
     async with world.app.state.sessionmaker() as session:
         row = await keys.ensure_signing_key(session)
         assert "PRIVATE KEY" not in row.private_key_encrypted
+
+
+async def test_the_housekeeping_jobs_rotate_when_due_and_purge(world: World) -> None:
+    from oauth import tasks
+
+    ctx = {"sessionmaker": world.app.state.sessionmaker}
+    assert await tasks.rotate_signing_key_if_due(ctx) is None  # the active key is young
+    async with world.app.state.sessionmaker.begin() as session:
+        await session.execute(update(SigningKey).where(SigningKey.retired_at.is_(None))
+                              .values(created_at=utcnow() - timedelta(days=get_settings().oauth_key_rotation_days + 1)))
+    assert await tasks.rotate_signing_key_if_due(ctx)
+    await keys.refresh_key_ring(world.app.state.sessionmaker)
+    assert await tasks.purge_dead_oauth_rows(ctx) >= 0
