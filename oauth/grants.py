@@ -93,8 +93,8 @@ class Code(AuthorizationCodeMixin):
         self.code_challenge = row.code_challenge
         self.code_challenge_method = row.code_challenge_method
 
-    def get_redirect_uri(self) -> str:
-        return self.row.redirect_uri
+    def get_redirect_uri(self) -> str | None:
+        return self.row.redirect_uri or None  # RFC 6749 §4.1.3: required at the token endpoint only if sent
 
     def get_scope(self) -> str:
         return self.row.scope
@@ -261,7 +261,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         data = request.payload.data
         db().add(OAuthCode(
             id=internal_id("code"), code_hash=hash_token(code), app_id=request.client.app.id, user_id=request.user.id,
-            grant_id=ctx().grant_id, redirect_uri=data.get("redirect_uri") or request.client.get_default_redirect_uri(),
+            grant_id=ctx().grant_id, redirect_uri=data.get("redirect_uri") or "",  # "": not sent, not required later
             scope=" ".join(check_scope_syntax(request.scope)), code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method") if data.get("code_challenge") else None,
             expires_at=utcnow() + CODE_TTL,

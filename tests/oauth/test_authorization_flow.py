@@ -222,3 +222,18 @@ async def test_client_credentials_act_for_the_apps_owner_within_their_subscripti
     refused = await world.api.client.post(world.meta["token_endpoint"], data={
         "grant_type": "client_credentials", "scope": "weather:write"}, auth=(created["client_id"], created["client_secret"]))
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_scope"
+
+
+async def test_an_app_with_one_redirect_uri_may_omit_it_in_both_steps(world: World) -> None:
+    created = await world.create_app()
+    browser = await world.browser()
+    challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"  # RFC 7636 appendix B
+    page = await browser.get(f"/oauth/authorize?response_type=code&client_id={created['client_id']}"
+                             f"&scope=weather:read&code_challenge={challenge}&code_challenge_method=S256")
+    done = await browser.submit(page, button=("decision", "allow"))
+    code = query(done)["code"]
+    auth = (created["client_id"], created["client_secret"])
+    token = await world.api.client.post("/oauth/token", auth=auth, data={
+        "grant_type": "authorization_code", "code": code,
+        "code_verifier": "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"})
+    assert token.status_code == 200, token.text
