@@ -63,3 +63,15 @@ async def test_control_characters_and_odd_ids_are_refused_cleanly(world: World) 
         method = "DELETE" if "grants" in path else "GET"
         response = await world.api.client.request(method, path, headers=headers)
         assert response.status_code == 404, (path, response.text)
+
+
+async def test_the_consent_page_escapes_what_the_client_sent(world: World) -> None:
+    created = await world.create_app()
+    browser = await world.browser()
+    client = world.oauth_client(created)
+    url, _ = client.create_authorization_url(world.meta["authorization_endpoint"], code_verifier="v" * 50,
+                                             state='"><script>alert(1)</script>')
+    page = await browser.get(url)
+    assert page.status_code == 200 and "<script>alert(1)</script>" not in page.text
+    done = await browser.submit(page, button=("decision", "allow"))
+    assert done.status_code == 302 and "state=%22%3E%3Cscript%3E" in done.headers["location"]
