@@ -25,9 +25,11 @@ UpstreamUrl = Annotated[str, msgspec.Meta(
     min_length=1, max_length=2048,
     description="The base URL the gateway proxies to. Must resolve to a public address.",
     examples=["https://api.acme-weather.example"])]
-Category = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9 &/-]*$",
+Category = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 &/-]*$",
+                                       description="Stored in lower case.",
                                        examples=["weather"])]
-Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$", examples=["forecast"])]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$",
+                                  description="Stored in lower case.", examples=["forecast"])]
 Tags = Annotated[list[Tag], msgspec.Meta(max_length=20, examples=[["forecast", "climate"]])]
 ScopeName = Annotated[str, msgspec.Meta(
     min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_.-]*(:[a-z0-9_.-]+)*$", examples=["weather:read"])]

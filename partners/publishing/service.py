@@ -97,7 +97,8 @@ async def create_api(session: AsyncSession, principal: Principal, data: ApiIn) -
         raise _slug_taken(data.slug)
     api = Api(
         id=new_id("api"), partner_id=data.partner_id, slug=data.slug, name=data.name.strip(),
-        description=data.description.strip(), upstream_url=upstream, category=data.category,
+        description=data.description.strip(), upstream_url=upstream,
+        category=data.category.strip().lower() if data.category else None,
         tags=_clean_tags(data.tags), status="draft", revision=1,
         proxy_secret_encrypted=encrypt(secrets.token_urlsafe(32)),
     )
@@ -138,6 +139,8 @@ async def update_api(session: AsyncSession, api: Api, patch: ApiPatch) -> Api:
         changes["upstream_url"] = await check_upstream(changes["upstream_url"])
     if "tags" in changes:
         changes["tags"] = _clean_tags(changes["tags"])
+    if changes.get("category"):
+        changes["category"] = changes["category"].strip().lower()
     for name in ("name", "description"):
         if name in changes:
             changes[name] = changes[name].strip()
