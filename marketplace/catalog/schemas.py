@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from partners.publishing.schemas import Quota, RateLimit
+from partners.publishing.schemas import EXAMPLE_TIME, Quota, RateLimit, ex
 
 
 class CatalogPartnerOut(msgspec.Struct):
@@ -25,7 +25,7 @@ class CatalogApiOut(msgspec.Struct):
     category: Annotated[str | None, msgspec.Meta(examples=["weather"])]
     tags: Annotated[list[str], msgspec.Meta(examples=[["forecast"]])]
     partner: CatalogPartnerOut
-    published_at: datetime | None
+    published_at: Annotated[datetime | None, ex(EXAMPLE_TIME)]
     gateway_path: Annotated[str, msgspec.Meta(examples=["/gateway/acme-weather"])]
 
 
@@ -35,19 +35,19 @@ class CatalogScopeOut(msgspec.Struct):
 
 
 class CatalogEndpointOut(msgspec.Struct):
-    id: str
+    id: Annotated[str, ex("ep_01jd3k2x8v0m6q4r9t5w7y1z3d")]
     method: Annotated[str, msgspec.Meta(examples=["GET"])]
     path: Annotated[str, msgspec.Meta(examples=["/forecast/{city}"])]
     scope: Annotated[str | None, msgspec.Meta(examples=["weather:read"])]
     weight: Annotated[int, msgspec.Meta(examples=[1])]
-    description: str
+    description: Annotated[str, ex("The forecast for a city")]
 
 
 class CatalogPlanOut(msgspec.Struct):
     """An active plan's current terms; subscribe with POST /v1/subscriptions {plan_id}."""
 
     id: Annotated[str, msgspec.Meta(examples=["pln_01jd3k2x8v0m6q4r9t5w7y1z3e"])]
-    version: int
+    version: Annotated[int, ex(1)]
     name: Annotated[str, msgspec.Meta(examples=["Pro"])]
     currency: Annotated[str, msgspec.Meta(examples=["usd"])]
     monthly_fee: Annotated[int, msgspec.Meta(examples=[4900])]
@@ -58,21 +58,21 @@ class CatalogPlanOut(msgspec.Struct):
     quota: Quota | None
     rate_limit: RateLimit | None
     scopes: Annotated[list[str], msgspec.Meta(examples=[["weather:read"]])]
-    free: Annotated[bool, msgspec.Meta(description="No monthly fee and no usage charge.")]
+    free: Annotated[bool, msgspec.Meta(description="No monthly fee and no usage charge.", examples=[False])]
 
 
 class CatalogApiDetailOut(msgspec.Struct):
     """A published API with what a consumer needs to choose a plan and call it."""
 
-    id: str
-    slug: str
-    name: str
-    description: str
-    category: str | None
-    tags: list[str]
+    id: Annotated[str, ex("api_01jd3k2x8v0m6q4r9t5w7y1z3b")]
+    slug: Annotated[str, ex("acme-weather")]
+    name: Annotated[str, ex("Acme Weather")]
+    description: Annotated[str, ex("Forecasts for 200,000 cities, hourly.")]
+    category: Annotated[str | None, ex("weather")]
+    tags: Annotated[list[str], ex(["forecast"])]
     partner: CatalogPartnerOut
-    published_at: datetime | None
-    gateway_path: str
+    published_at: Annotated[datetime | None, ex(EXAMPLE_TIME)]
+    gateway_path: Annotated[str, ex("/gateway/acme-weather")]
     plans: list[CatalogPlanOut]
     endpoints: list[CatalogEndpointOut]
     scopes: list[CatalogScopeOut]

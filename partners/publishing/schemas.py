@@ -12,6 +12,14 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+EXAMPLE_TIME = "2026-11-21T21:00:00Z"
+
+
+def ex(value: Any) -> msgspec.Meta:
+    """An OpenAPI example for a field."""
+    return msgspec.Meta(examples=[value])
+
+
 # --- shared field types -------------------------------------------------------------------------
 
 Slug = Annotated[str, msgspec.Meta(
@@ -70,32 +78,23 @@ class ApiPatch(msgspec.Struct, forbid_unknown_fields=True):
     tags: Tags | msgspec.UnsetType = msgspec.UNSET
 
 
-API_OUT_EXAMPLE = {
-    "id": "api_01jd3k2x8v0m6q4r9t5w7y1z3b", "partner_id": "prt_01jd3k2x8v0m6q4r9t5w7y1z3a",
-    "slug": "acme-weather", "name": "Acme Weather", "description": "Forecasts for 200,000 cities, hourly.",
-    "upstream_url": "https://api.acme-weather.example", "category": "weather", "tags": ["forecast"],
-    "status": "draft", "revision": 1, "published_at": None,
-    "created_at": "2026-11-21T21:00:00Z", "updated_at": "2026-11-21T21:00:00Z",
-}
-
-
 class ApiOut(msgspec.Struct):
     """An API as its partner sees it. `status`: draft → published ↔ draft; suspended by operators."""
 
-    id: str
-    partner_id: str
-    slug: str
-    name: str
-    description: str
-    upstream_url: str
-    category: str | None
-    tags: list[str]
-    status: Literal["draft", "published", "suspended"]
-    revision: int
-    published_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    gateway_path: str = ""
+    id: Annotated[str, ex("api_01jd3k2x8v0m6q4r9t5w7y1z3b")]
+    partner_id: Annotated[str, ex("prt_01jd3k2x8v0m6q4r9t5w7y1z3a")]
+    slug: Annotated[str, ex("acme-weather")]
+    name: Annotated[str, ex("Acme Weather")]
+    description: Annotated[str, ex("Forecasts for 200,000 cities, hourly.")]
+    upstream_url: Annotated[str, ex("https://api.acme-weather.example")]
+    category: Annotated[str | None, ex("weather")]
+    tags: Annotated[list[str], ex(["forecast"])]
+    status: Annotated[Literal["draft", "published", "suspended"], ex("draft")]
+    revision: Annotated[int, msgspec.Meta(description="Grows with every change the gateway caches.", examples=[1])]
+    published_at: Annotated[datetime | None, ex(None)]
+    created_at: Annotated[datetime, ex(EXAMPLE_TIME)]
+    updated_at: Annotated[datetime, ex(EXAMPLE_TIME)]
+    gateway_path: Annotated[str, ex("/gateway/acme-weather")] = ""
 
 
 class ProxySecretOut(msgspec.Struct):
@@ -123,11 +122,11 @@ class ScopeIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ScopeOut(msgspec.Struct):
-    id: Annotated[str, msgspec.Meta(examples=["scp_01jd3k2x8v0m6q4r9t5w7y1z3c"])]
-    api_id: str
-    name: Annotated[str, msgspec.Meta(examples=["weather:read"])]
-    description: str
-    created_at: datetime
+    id: Annotated[str, ex("scp_01jd3k2x8v0m6q4r9t5w7y1z3c")]
+    api_id: Annotated[str, ex("api_01jd3k2x8v0m6q4r9t5w7y1z3b")]
+    name: Annotated[str, ex("weather:read")]
+    description: Annotated[str, ex("Read forecasts")]
+    created_at: Annotated[datetime, ex(EXAMPLE_TIME)]
 
 
 class EndpointIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -141,22 +140,23 @@ class EndpointIn(msgspec.Struct, forbid_unknown_fields=True):
 class EndpointPatch(msgspec.Struct, forbid_unknown_fields=True):
     """Only the fields sent change; `scope: null` makes the endpoint need no scope."""
 
-    method: Method | msgspec.UnsetType = msgspec.UNSET
+    method: Annotated[Method, ex("POST")] | msgspec.UnsetType = msgspec.UNSET
     path: PathTemplate | msgspec.UnsetType = msgspec.UNSET
     scope: ScopeName | msgspec.UnsetType | None = msgspec.UNSET
     weight: Weight | msgspec.UnsetType = msgspec.UNSET
-    description: Annotated[str, msgspec.Meta(max_length=2000)] | msgspec.UnsetType = msgspec.UNSET
+    description: Annotated[str, msgspec.Meta(max_length=2000, examples=["The forecast"])] | msgspec.UnsetType = \
+        msgspec.UNSET
 
 
 class EndpointOut(msgspec.Struct):
     id: Annotated[str, msgspec.Meta(examples=["ep_01jd3k2x8v0m6q4r9t5w7y1z3d"])]
-    api_id: str
-    method: Annotated[str, msgspec.Meta(examples=["GET"])]
-    path: Annotated[str, msgspec.Meta(examples=["/forecast/{city}"])]
-    scope: Annotated[str | None, msgspec.Meta(examples=["weather:read"])]
-    weight: Annotated[int, msgspec.Meta(examples=[1])]
-    description: str
-    created_at: datetime
+    api_id: Annotated[str, ex("api_01jd3k2x8v0m6q4r9t5w7y1z3b")]
+    method: Annotated[str, ex("GET")]
+    path: Annotated[str, ex("/forecast/{city}")]
+    scope: Annotated[str | None, ex("weather:read")]
+    weight: Annotated[int, ex(1)]
+    description: Annotated[str, ex("The forecast for a city")]
+    created_at: Annotated[datetime, ex(EXAMPLE_TIME)]
 
 
 # --- plans --------------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ class Quota(msgspec.Struct, forbid_unknown_fields=True):
     """Units per billing period; `hard` refuses calls past it (429), soft lets them through and bills them."""
 
     limit: Annotated[int, msgspec.Meta(ge=1, le=10**15, examples=[200000])]
-    hard: bool = False
+    hard: Annotated[bool, ex(False)] = False
 
 
 class RateLimit(msgspec.Struct, forbid_unknown_fields=True):
@@ -249,27 +249,27 @@ class PlanPatch(msgspec.Struct, forbid_unknown_fields=True):
 class PlanOut(msgspec.Struct):
     """A plan's current version. `version` grows when a plan with subscribers is edited."""
 
-    id: Annotated[str, msgspec.Meta(examples=["pln_01jd3k2x8v0m6q4r9t5w7y1z3e"])]
-    api_id: str
-    status: Literal["active", "archived"]
-    version: int
-    version_id: str
-    name: str
-    currency: str
-    monthly_fee: int
-    included_units: int
-    unit_pricing: dict[str, Any] | None
+    id: Annotated[str, ex("pln_01jd3k2x8v0m6q4r9t5w7y1z3e")]
+    api_id: Annotated[str, ex("api_01jd3k2x8v0m6q4r9t5w7y1z3b")]
+    status: Annotated[Literal["active", "archived"], ex("active")]
+    version: Annotated[int, ex(1)]
+    version_id: Annotated[str, ex("plv_01jd3k2x8v0m6q4r9t5w7y1z3f")]
+    name: Annotated[str, ex("Pro")]
+    currency: Annotated[str, ex("usd")]
+    monthly_fee: Annotated[int, ex(4900)]
+    included_units: Annotated[int, ex(50000)]
+    unit_pricing: Annotated[dict[str, Any] | None, msgspec.Meta(examples=UNIT_PRICING_EXAMPLES)]
     quota: Quota | None
     rate_limit: RateLimit | None
-    scopes: list[str]
-    created_at: datetime
-    updated_at: datetime
+    scopes: Annotated[list[str], ex(["weather:read"])]
+    created_at: Annotated[datetime, ex(EXAMPLE_TIME)]
+    updated_at: Annotated[datetime, ex(EXAMPLE_TIME)]
 
 
 # --- OpenAPI import -----------------------------------------------------------------------------
 
 class SkippedOut(msgspec.Struct):
-    kind: Literal["scope", "endpoint"]
+    kind: Annotated[Literal["scope", "endpoint"], ex("endpoint")]
     key: Annotated[str, msgspec.Meta(examples=["GET /forecast/{city}"])]
     reason: Annotated[str, msgspec.Meta(examples=["already exists"])]
 
