@@ -26,6 +26,7 @@ from partners.publishing.schemas import PlanIn, PlanPatch, Quota, RateLimit, Uni
 from partners.publishing.service import field_error, load_api, scope_names, touch
 
 MAX_TIERS = 50
+MAX_UNIT_AMOUNT = 10**12
 
 
 def _version_id() -> str:
@@ -38,10 +39,14 @@ def _amount(value: str | None, field: str, errors: list[dict[str, str]]) -> str 
         errors.append(field_error(field, "is required for this pricing model"))
         return None
     try:
-        return format(parse_decimal_amount(value.strip()), "f")
+        amount = parse_decimal_amount(value.strip())
     except ValueError as exc:
         errors.append(field_error(field, str(exc)))
         return None
+    if amount > MAX_UNIT_AMOUNT:
+        errors.append(field_error(field, f"must be at most {MAX_UNIT_AMOUNT} minor units"))
+        return None
+    return format(amount, "f")
 
 
 def normalize_unit_pricing(pricing: UnitPricing | None, errors: list[dict[str, str]]) -> dict[str, Any] | None:
@@ -177,7 +182,7 @@ async def load_plan(session: AsyncSession, principal: Principal, plan_id: str) -
     if plan is None:
         raise missing
     try:
-        api = await load_api(session, principal, plan.api_id)
+        api = await load_api(session, principal, plan.api_id, for_update=True)
     except NotFound:
         raise missing from None
     return api, plan

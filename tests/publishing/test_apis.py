@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Api, assert_problem, unique
+from tests.helpers import Api, User, assert_problem, unique
 from tests.publishing.helpers import complete, create_api, db, draft, plan_body
 
 
@@ -51,12 +51,18 @@ async def test_duplicate_slug_is_a_conflict(api: Api) -> None:
     assert body["errors"][0]["field"] == "slug"
 
 
-@pytest.mark.parametrize("slug", ["ab", "Upper-Case", "under_score", "sp ace", "x" * 65, "émoji"])
-async def test_bad_slugs_are_refused_with_a_field_error(api: Api, slug: str) -> None:
+@pytest.fixture(scope="module")
+async def partner_user(api: Api) -> tuple[User, str]:
+    """A partner's user for the tests that only send invalid APIs (nothing is created)."""
     user = await api.signup()
-    partner = await api.partner(user)
+    return user, (await api.partner(user))["id"]
+
+
+@pytest.mark.parametrize("slug", ["ab", "Upper-Case", "under_score", "sp ace", "x" * 65, "émoji"])
+async def test_bad_slugs_are_refused_with_a_field_error(api: Api, partner_user: tuple[User, str], slug: str) -> None:
+    user, partner_id = partner_user
     response = await api.client.post("/v1/apis", headers=user.headers, json={
-        "partner_id": partner["id"], "slug": slug, "name": "X", "description": "x",
+        "partner_id": partner_id, "slug": slug, "name": "X", "description": "x",
         "upstream_url": "https://upstream.example.com"})
     body = assert_problem(response, 422)
     assert body["errors"][0]["field"] == "slug"
@@ -64,11 +70,10 @@ async def test_bad_slugs_are_refused_with_a_field_error(api: Api, slug: str) -> 
 
 @pytest.mark.parametrize("url", ["not a url", "ftp://files.example.com", "https://user:pw@example.com",
                                  "https://example.com/?key=1", "https://example.com:99999", "/relative/path"])
-async def test_bad_upstream_urls_are_refused_with_a_field_error(api: Api, url: str) -> None:
-    user = await api.signup()
-    partner = await api.partner(user)
+async def test_bad_upstream_urls_are_refused_with_a_field_error(api: Api, partner_user: tuple[User, str], url: str) -> None:
+    user, partner_id = partner_user
     response = await api.client.post("/v1/apis", headers=user.headers, json={
-        "partner_id": partner["id"], "slug": unique("bad-url"), "name": "X", "description": "x", "upstream_url": url})
+        "partner_id": partner_id, "slug": unique("bad-url"), "name": "X", "description": "x", "upstream_url": url})
     body = assert_problem(response, 422)
     assert body["errors"][0]["field"] == "upstream_url"
 
@@ -86,12 +91,11 @@ def private_networks_refused() -> Any:
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://10.1.2.3/api", "http://169.254.169.254/latest",
                                  "http://[::1]/", "http://192.168.0.10"])
-async def test_private_network_upstreams_are_refused_unless_allowed(api: Api, url: str,
+async def test_private_network_upstreams_are_refused_unless_allowed(api: Api, url: str, partner_user: tuple[User, str],
                                                                     private_networks_refused: None) -> None:
-    user = await api.signup()
-    partner = await api.partner(user)
+    user, partner_id = partner_user
     response = await api.client.post("/v1/apis", headers=user.headers, json={
-        "partner_id": partner["id"], "slug": unique("ssrf"), "name": "X", "description": "x", "upstream_url": url})
+        "partner_id": partner_id, "slug": unique("ssrf"), "name": "X", "description": "x", "upstream_url": url})
     body = assert_problem(response, 422, contains="private")
     assert body["errors"] == [{"field": "upstream_url", "message": body["errors"][0]["message"]}]
     assert "MARKETPLACE_ALLOW_PRIVATE_NETWORKS" in body["errors"][0]["message"]
@@ -244,3 +248,16 @@ async def test_another_tenant_gets_404_on_every_publishing_route(api: Api) -> No
     assert own_partner["role"] == "owner"
     listed = (await api.client.get("/v1/apis", params={"partner_id": own_partner["id"]}, headers=stranger.headers))
     assert listed.json()["data"] == []
+
+
+async def test_creating_an_api_with_an_idempotency_key_twice_creates_it_once(api: Api) -> None:
+    user = await api.signup()
+    partner = await api.partner(user)
+    body = {"partner_id": partner["id"], "slug": unique("idem"), "name": "Once", "description": "x",
+            "upstream_url": "https://upstream.example.com"}
+    headers = {**user.headers, "Idempotency-Key": unique("create-api")}
+    first = await api.client.post("/v1/apis", json=body, headers=headers)
+    second = await api.client.post("/v1/apis", json=body, headers=headers)
+    assert first.status_code == second.status_code == 201 and first.json()["id"] == second.json()["id"]
+    listed = (await api.client.get("/v1/apis", params={"partner_id": partner["id"]}, headers=user.headers)).json()
+    assert len(listed["data"]) == 1

@@ -16,6 +16,12 @@ async def _api_with_scope(api: Api) -> Draft:
     return d
 
 
+@pytest.fixture(scope="module")
+async def shared(api: Api) -> Draft:
+    """One API (with the scope weather:read) shared by tests that need no fresh one."""
+    return await _api_with_scope(api)
+
+
 async def _plan(api: Api, d: Draft, body: dict[str, Any]) -> Any:
     return await api.client.post(f"/v1/apis/{d.id}/plans", json=body, headers=d.user.headers)
 
@@ -41,10 +47,9 @@ async def test_the_plan_of_api_md_is_created_as_given(api: Api) -> None:
     {"model": "graduated", "tiers": [{"up_to": None, "unit_amount": "0.000001"}]},
     {"model": "package", "package_size": 1000, "unit_amount": "50"},
 ])
-async def test_every_pricing_model_is_accepted(api: Api, pricing: Any) -> None:
-    d = await _api_with_scope(api)
+async def test_every_pricing_model_is_accepted(api: Api, shared: Draft, pricing: Any) -> None:
     body = plan_body(unit_pricing=pricing, monthly_fee=0 if pricing is None else 1000, quota=None, rate_limit=None)
-    response = await _plan(api, d, body)
+    response = await _plan(api, shared, body)
     assert response.status_code == 201, response.text
     assert response.json()["unit_pricing"] == pricing and response.json()["quota"] is None
 
@@ -71,6 +76,9 @@ async def test_a_free_plan_needs_only_a_name_and_currency(api: Api) -> None:
     ({"unit_pricing": {"model": "per_unit", "unit_amount": 0.1}}, "unit_pricing.unit_amount"),
     ({"unit_pricing": {"model": "per_unit", "unit_amount": "-0.1"}}, "unit_pricing.unit_amount"),
     ({"unit_pricing": {"model": "per_unit", "unit_amount": "abc"}}, "unit_pricing.unit_amount"),
+    ({"unit_pricing": {"model": "per_unit", "unit_amount": "1e100"}}, "unit_pricing.unit_amount"),
+    ({"unit_pricing": {"model": "per_unit", "unit_amount": "NaN"}}, "unit_pricing.unit_amount"),
+    ({"unit_pricing": {"model": "per_unit", "unit_amount": "0.1", "tiers": []}}, "unit_pricing.tiers"),
     ({"unit_pricing": {"model": "per_unit"}}, "unit_pricing.unit_amount"),
     ({"unit_pricing": {"model": "package", "unit_amount": "5"}}, "unit_pricing.package_size"),
     ({"unit_pricing": {"model": "package", "package_size": 0, "unit_amount": "5"}}, "unit_pricing.package_size"),
@@ -81,9 +89,9 @@ async def test_a_free_plan_needs_only_a_name_and_currency(api: Api) -> None:
     ({"scopes": ["weather:write"]}, "scopes[0]"),
     ({"scopes": ["Not A Scope"]}, "scopes[0]"),
 ])
-async def test_bad_plan_terms_answer_422_naming_the_field(api: Api, changes: dict[str, Any], field: str) -> None:
-    d = await _api_with_scope(api)
-    body = assert_problem(await _plan(api, d, plan_body(**changes)), 422)
+async def test_bad_plan_terms_answer_422_naming_the_field(api: Api, shared: Draft, changes: dict[str, Any],
+                                                         field: str) -> None:
+    body = assert_problem(await _plan(api, shared, plan_body(**changes)), 422)
     assert field in [e["field"] for e in body["errors"]], body
 
 
@@ -97,9 +105,9 @@ async def test_bad_plan_terms_answer_422_naming_the_field(api: Api, changes: dic
     ([{"up_to": 0, "unit_amount": "1"}, {"up_to": None, "unit_amount": "1"}], "unit_pricing.tiers[0].up_to"),
     ([{"up_to": 10, "unit_amount": "1"}, {"up_to": None, "unit_amount": "x"}], "unit_pricing.tiers[1].unit_amount"),
 ])
-async def test_tiers_must_ascend_and_end_unbounded(api: Api, tiers: list[dict[str, Any]], field: str) -> None:
-    d = await _api_with_scope(api)
-    body = assert_problem(await _plan(api, d, plan_body(unit_pricing={"model": "volume", "tiers": tiers})), 422)
+async def test_tiers_must_ascend_and_end_unbounded(api: Api, shared: Draft, tiers: list[dict[str, Any]],
+                                                   field: str) -> None:
+    body = assert_problem(await _plan(api, shared, plan_body(unit_pricing={"model": "volume", "tiers": tiers})), 422)
     assert field in [e["field"] for e in body["errors"]], body
 
 

@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from tests.helpers import Api, assert_problem
-from tests.publishing.helpers import draft, plan_body, post_ok
+from tests.publishing.helpers import Draft, draft, plan_body, post_ok
+
+
+@pytest.fixture(scope="module")
+async def shared(api: Api) -> Draft:
+    """One API for the tests that only send invalid scopes and endpoints (nothing is created on it)."""
+    return await draft(api)
 
 
 async def test_scopes_are_created_listed_and_unique_per_api(api: Api) -> None:
@@ -23,8 +29,8 @@ async def test_scopes_are_created_listed_and_unique_per_api(api: Api) -> None:
 
 
 @pytest.mark.parametrize("name", ["Weather:read", "weather read", ":read", "weather:", "1weather", "weather::read", ""])
-async def test_bad_scope_names_are_refused(api: Api, name: str) -> None:
-    d = await draft(api)
+async def test_bad_scope_names_are_refused(api: Api, shared: Draft, name: str) -> None:
+    d = shared
     response = await api.client.post(f"/v1/apis/{d.id}/scopes", json={"name": name}, headers=d.user.headers)
     assert assert_problem(response, 422)["errors"][0]["field"] == "name"
 
@@ -71,8 +77,8 @@ async def test_an_endpoint_needs_a_scope_that_exists_on_its_api(api: Api) -> Non
 
 @pytest.mark.parametrize("path", ["forecast", "/forecast/{city", "/forecast/city}", "/a/{}", "/a/{1x}",
                                   "/a/{x}/{x}", "/a/{{x}}", "/a?x=1", "/a//b", "/a b", "/a/{x/y}"])
-async def test_bad_path_templates_are_refused(api: Api, path: str) -> None:
-    d = await draft(api)
+async def test_bad_path_templates_are_refused(api: Api, shared: Draft, path: str) -> None:
+    d = shared
     response = await api.client.post(f"/v1/apis/{d.id}/endpoints", json={"method": "GET", "path": path},
                                      headers=d.user.headers)
     assert assert_problem(response, 422)["errors"][0]["field"] == "path"
@@ -86,8 +92,8 @@ async def test_bad_path_templates_are_refused(api: Api, path: str) -> None:
     ({"method": "GET", "path": "/x", "weight": "2"}, "weight"),
     ({"method": "GET"}, "path"),
 ])
-async def test_bad_endpoint_fields_are_refused(api: Api, body: dict[str, Any], field: str) -> None:
-    d = await draft(api)
+async def test_bad_endpoint_fields_are_refused(api: Api, shared: Draft, body: dict[str, Any], field: str) -> None:
+    d = shared
     response = await api.client.post(f"/v1/apis/{d.id}/endpoints", json=body, headers=d.user.headers)
     problem = assert_problem(response, 422)
     assert problem["errors"][0]["field"] == field, problem
