@@ -283,6 +283,14 @@ class AdminApiController(Controller):
     path = "/v1/admin/apis"
     tags = ["admin"]
 
+    @get("/", operation_id="adminListApis", summary="Operators: every API on the platform, newest first")
+    async def list_apis(self, principal: Principal, db_session: AsyncSession, partner_id: str | None = None,
+                        status: Literal["draft", "published", "suspended"] | None = None,
+                        limit: Limit = None, starting_after: StartingAfter = None) -> Page[ApiOut]:
+        require_operator(principal)
+        return await service.list_all_apis(db_session, partner_id=partner_id, status=status, limit=limit,
+                                           starting_after=starting_after, to_schema=api_out)
+
     @post("/{api_id:str}/suspend", status_code=HTTP_200_OK, operation_id="suspendApi",
           summary="Operators: suspend an API (hidden from the catalog, the gateway refuses it)")
     async def suspend(self, api_id: str, principal: Principal, db_session: AsyncSession,

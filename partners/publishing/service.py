@@ -231,6 +231,17 @@ async def unpublish_api(session: AsyncSession, api: Api) -> Api:
     return api
 
 
+async def list_all_apis(session: AsyncSession, *, partner_id: str | None, status: str | None, limit: int | None,
+                        starting_after: str | None, to_schema: Any) -> Page[Any]:
+    """Operators: every API on the platform, newest first."""
+    stmt: Select[Any] = select(Api)
+    if partner_id:
+        stmt = stmt.where(Api.partner_id == partner_id)
+    if status:
+        stmt = stmt.where(Api.status == status)
+    return await paginate(session, stmt, Api.id, limit=limit, starting_after=starting_after, to_schema=to_schema)
+
+
 async def load_api_as_operator(session: AsyncSession, api_id: str) -> Api:
     api = await session.scalar(select(Api).where(Api.id == api_id).with_for_update())
     if api is None:

@@ -89,6 +89,8 @@ async def test_operators_suspend_and_unsuspend_apis(api: Api) -> None:
     assert [t for t, _, _ in events] == ["api.published", "api.suspended", "api.unsuspended"]
     assert events[1][1]["reason"] == "Malware upstream"
     assert (await api.client.get(f"/v1/catalog/apis/{d.slug}")).status_code == 200
+    listed = await api.client.get("/v1/admin/apis", params={"partner_id": d.partner_id}, headers=op.headers)
+    assert [a["id"] for a in listed.json()["data"]] == [d.id]
 
 
 async def test_a_suspended_draft_returns_to_draft(api: Api) -> None:
@@ -104,6 +106,7 @@ async def test_non_operators_get_404_on_admin_routes(api: Api) -> None:
     for path in (f"/v1/admin/apis/{d.id}/suspend", f"/v1/admin/apis/{d.id}/unsuspend"):
         assert_problem(await api.client.post(path, headers=d.user.headers), 404)
         assert_problem(await api.client.post(path), 401)
+    assert_problem(await api.client.get("/v1/admin/apis", headers=d.user.headers), 404)
     op = await operator(api)
     assert_problem(await api.client.post("/v1/admin/apis/api_missing/suspend", headers=op.headers), 404)
     assert (await api.client.get(f"/v1/apis/{d.id}", headers=d.user.headers)).json()["status"] == "published"
