@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, defer
 
 from marketplace.core.errors import NotFound
 from marketplace.core.pagination import Page, clamp_limit
@@ -22,13 +22,19 @@ from partners.publishing.models import Api, Endpoint, Plan, PlanVersion, Scope
 
 
 def _visible(stmt: Select[Any]) -> Select[Any]:
+    """Published APIs of active partners."""
     return stmt.join(Partner, Partner.id == Api.partner_id).where(Api.status == "published",
                                                                     Partner.status == "active")
 
 
+def _listable() -> Select[Any]:
+    # The search vector and the proxy secret are never shown: don't fetch them.
+    return _visible(select(Api, Partner)).options(defer(Api.search), defer(Api.proxy_secret_encrypted))
+
+
 async def search(session: AsyncSession, *, q: str | None, category: str | None, tag: str | None,
                  limit: int | None, starting_after: str | None) -> Page[tuple[Api, Partner]]:
-    stmt = _visible(select(Api, Partner))
+    stmt = _listable()
     if category:
         stmt = stmt.where(Api.category == category.strip().lower())
     if tag:
@@ -54,7 +60,7 @@ async def search(session: AsyncSession, *, q: str | None, category: str | None, 
 
 
 async def get_published(session: AsyncSession, slug: str) -> tuple[Api, Partner]:
-    row = (await session.execute(_visible(select(Api, Partner)).where(Api.slug == slug))).first()
+    row = (await session.execute(_listable().where(Api.slug == slug))).first()
     if row is None:
         raise NotFound(f"No published API {slug!r}. Search the catalog with GET /v1/catalog/apis?q=…")
     return row[0], row[1]
