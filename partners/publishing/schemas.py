@@ -175,6 +175,14 @@ UNIT_PRICING_EXAMPLES = [
 ]
 
 
+UNIT_PRICING_HELP = (
+    "How units beyond included_units are charged. per_unit: each unit at unit_amount. graduated: each unit at the "
+    "price of the tier it falls in. volume: every unit at the price of the tier the period's total falls in. "
+    "package: blocks of package_size units, each started block at unit_amount (1,001 units with package_size "
+    "1,000 are two packages). Absent or null: no usage charge."
+)
+
+
 class UnitPricing(msgspec.Struct, forbid_unknown_fields=True):
     """How units beyond `included_units` are charged.
 
@@ -186,13 +194,20 @@ class UnitPricing(msgspec.Struct, forbid_unknown_fields=True):
       per package, rounded up: 1,001 units with `package_size` 1,000 are two packages).
     """
 
-    model: Annotated[Literal["per_unit", "graduated", "volume", "package"], msgspec.Meta(examples=["graduated"])]
-    tiers: list[Tier] | None = None
-    unit_amount: UnitAmount | None = None
-    package_size: Annotated[int, msgspec.Meta(ge=1, le=10**12, examples=[1000])] | None = None
+    model: Annotated[Literal["per_unit", "graduated", "volume", "package"], msgspec.Meta(
+        description=UNIT_PRICING_HELP, examples=["graduated"])]
+    tiers: Annotated[list[Tier], msgspec.Meta(
+        description="graduated and volume only: ascending `up_to`, the last one null.",
+        examples=[UNIT_PRICING_EXAMPLES[0]["tiers"]])] | None = None
+    unit_amount: Annotated[UnitAmount, msgspec.Meta(
+        description="per_unit: the price of one unit; package: the price of one package. Decimal string of minor "
+                    "units.", examples=["0.2"])] | None = None
+    package_size: Annotated[int, msgspec.Meta(
+        ge=1, le=10**12, description="package only: units per package; a started package is charged whole.",
+        examples=[1000])] | None = None
 
 
-UnitPricingField = Annotated[UnitPricing, msgspec.Meta(examples=UNIT_PRICING_EXAMPLES)]
+UnitPricingField = Annotated[UnitPricing, msgspec.Meta(description=UNIT_PRICING_HELP, examples=UNIT_PRICING_EXAMPLES)]
 
 
 class Quota(msgspec.Struct, forbid_unknown_fields=True):
