@@ -48,7 +48,7 @@ class CatalogController(Controller):
 
     @get("/apis", operation_id="searchCatalog",
          summary="Published APIs: full-text search, category and tag filters, cursor pages",
-         description="Without `q`, newest first. With `q` (web-search syntax: words, \"quoted phrases\", "
+         description="Without `q`, most recently published first. With `q` (web-search syntax: words, \"quoted phrases\", "
                      "`or`, `-excluded`), best match first. Page on with `starting_after=<next_cursor>`.")
     async def search(self, db_session: AsyncSession,
                      q: Annotated[str | None, Parameter(max_length=200, description="Search words")] = None,

@@ -1,10 +1,10 @@
 """The public catalog: published APIs of active partners, searched with PostgreSQL full text.
 
-Listing order: without `q`, newest first by id (ids are ULIDs, so creation order), paged with
-the id of the last item. With `q`, best match first (`ts_rank` over `Api.search`, which weighs the
-name above the category above the description), ties newest first; the cursor is still the id of
-the last item, and the next page continues below that item's (rank, id), so pages never repeat
-or skip an API while the catalog does not change.
+Listing order: without `q`, most recently published first; with `q`, best match first (`ts_rank`
+over `Api.search`, which weighs the name above the category above the description). Ties go to
+the newer id. The cursor (`starting_after`) is the id of the last item of the page: the next page
+continues below that item's (sort key, id), so pages never repeat or skip an API while the
+catalog does not change.
 """
 
 from __future__ import annotations
@@ -40,19 +40,17 @@ async def search(session: AsyncSession, *, q: str | None, category: str | None, 
     if tag:
         stmt = stmt.where(Api.tags.contains([tag.strip().lower()]))
     size = clamp_limit(limit)
+    after = aliased(Api)  # the cursor's row, to continue below its sort key
     if q and q.strip():
         query = func.websearch_to_tsquery("english", q.strip())
-        rank = func.ts_rank(Api.search, query)
         stmt = stmt.where(Api.search.op("@@")(query))
-        if starting_after:
-            after = aliased(Api)
-            after_rank = select(func.ts_rank(after.search, query)).where(after.id == starting_after).scalar_subquery()
-            stmt = stmt.where(tuple_(rank, Api.id) < tuple_(after_rank, starting_after))
-        stmt = stmt.order_by(rank.desc(), Api.id.desc())
+        key, after_key = func.ts_rank(Api.search, query), func.ts_rank(after.search, query)
     else:
-        if starting_after:
-            stmt = stmt.where(Api.id < starting_after)
-        stmt = stmt.order_by(Api.id.desc())
+        key, after_key = Api.published_at, after.published_at
+    if starting_after:
+        cursor_key = select(after_key).where(after.id == starting_after).scalar_subquery()
+        stmt = stmt.where(tuple_(key, Api.id) < tuple_(cursor_key, starting_after))
+    stmt = stmt.order_by(key.desc(), Api.id.desc())
     rows = [(api, partner) for api, partner in (await session.execute(stmt.limit(size + 1))).all()]
     has_more = len(rows) > size
     rows = rows[:size]

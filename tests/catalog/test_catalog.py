@@ -62,9 +62,13 @@ async def test_category_and_tag_filters_combine_with_search(api: Api) -> None:
     assert [x["slug"] for x in (await _search(api, q=term, category=category.upper(), tag=tag))["data"]] == [a.slug]
 
 
-async def test_listing_pages_newest_first_with_a_cursor(api: Api) -> None:
+async def test_listing_pages_most_recently_published_first_with_a_cursor(api: Api) -> None:
     tag = word()
-    slugs = [(await published(api, tags=[tag]))[0].slug for _ in range(5)]
+    late = await draft(api, tags=[tag])  # created first, published last
+    slugs = [(await published(api, tags=[tag]))[0].slug for _ in range(4)]
+    await complete(api, late)
+    await post_ok(api, late.user, f"/v1/apis/{late.id}/publish", status=200)
+    slugs.append(late.slug)
     seen: list[str] = []
     cursor = None
     for _ in range(5):
