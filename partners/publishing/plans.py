@@ -222,3 +222,16 @@ async def archive_plan(session: AsyncSession, api: Api, plan: Plan) -> tuple[Pla
         touch(session, api)
         await session.flush()
     return plan, await current_version(session, plan)
+
+
+async def subscribable(session: AsyncSession, plan_id: str) -> tuple[Api, Plan, PlanVersion]:
+    """For the subscriptions domain: the published API, the active plan and the version a new
+    subscription gets. 404 for a plan of a draft or suspended API, 409 for an archived plan."""
+    row = (await session.execute(select(Plan, Api).join(Api, Api.id == Plan.api_id).where(Plan.id == plan_id))).first()
+    if row is None or row[1].status != "published":
+        raise NotFound(f"No plan {plan_id!r} in the catalog. Find plans with GET /v1/catalog/apis/{{slug}}.")
+    plan, api = row
+    if plan.status != "active":
+        raise Conflict(f"The plan {plan_id!r} is archived and takes no new subscribers. Choose another plan of "
+                       f"GET /v1/catalog/apis/{api.slug}.", slug="plan-archived")
+    return api, plan, await current_version(session, plan)

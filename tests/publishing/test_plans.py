@@ -180,3 +180,24 @@ async def test_archiving_a_plan_keeps_it_for_subscribers_but_freezes_it(api: Api
     assert active.json()["data"] == []
     assert_problem(await api.client.patch(f"/v1/plans/{plan['id']}", json={"monthly_fee": 1},
                                           headers=d.user.headers), 409, contains="archived")
+
+
+async def test_only_active_plans_of_published_apis_take_new_subscribers(api: Api) -> None:
+    from marketplace.core.errors import Conflict, NotFound
+    from partners.publishing.plans import subscribable
+    from tests.publishing.helpers import db, published
+
+    d = await _api_with_scope(api)
+    draft_plan = (await _plan(api, d, PLAN)).json()
+    live, plan = await published(api)
+    archived = await post_ok(api, live.user, f"/v1/apis/{live.id}/plans", plan_body(name="Old"))
+    await api.client.delete(f"/v1/plans/{archived['id']}", headers=live.user.headers)
+    async with db() as session:
+        got_api, got_plan, version = await subscribable(session, plan["id"])
+        assert (got_api.id, got_plan.id, version.id) == (live.id, plan["id"], plan["version_id"])
+        with pytest.raises(NotFound):
+            await subscribable(session, draft_plan["id"])
+        with pytest.raises(Conflict):
+            await subscribable(session, archived["id"])
+        with pytest.raises(NotFound):
+            await subscribable(session, "pln_nope")
