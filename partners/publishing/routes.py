@@ -11,6 +11,9 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from litestar import Controller, Request, delete, get, patch, post
+from litestar.openapi.spec import Example, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType as MediaTypeSpec
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -63,6 +66,27 @@ async def strict_body(request: Request[Any, Any, Any], type_: type[T]) -> T:
     except msgspec.DecodeError:
         raise Unprocessable("The body is not valid JSON. Send a JSON object with Content-Type: application/json.",
                             title="Invalid request", slug="validation-error") from None
+
+
+IMPORT_EXAMPLE = {
+    "openapi": "3.1.0", "info": {"title": "Acme Weather", "version": "1.0"},
+    "components": {"securitySchemes": {"oauth": {"type": "oauth2", "flows": {"clientCredentials": {
+        "tokenUrl": "https://auth.acme-weather.example/token", "scopes": {"weather:read": "Read forecasts"}}}}}},
+    "paths": {"/forecast/{city}": {"get": {"summary": "Forecast for a city", "x-marketplace-weight": 1,
+                                           "security": [{"oauth": ["weather:read"]}]}}},
+}
+
+
+class OpenApiDocumentOperation(Operation):
+    """The import's body is a raw document (JSON or YAML), which no struct describes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.request_body = RequestBody(required=True, description="An OpenAPI 3 document", content={
+            "application/json": MediaTypeSpec(schema=Schema(type=OpenAPIType.OBJECT),
+                                              examples={"weather": Example(value=IMPORT_EXAMPLE)}),
+            "application/yaml": MediaTypeSpec(schema=Schema(type=OpenAPIType.STRING)),
+        })
 
 
 def api_out(api: Api) -> ApiOut:
@@ -151,6 +175,7 @@ class ApiController(Controller):
         return api_out(await service.unpublish_api(db_session, api))
 
     @post("/{api_id:str}/import-openapi", status_code=HTTP_200_OK, operation_id="importOpenApi",
+          operation_class=OpenApiDocumentOperation,
           summary="Create scopes and endpoints from an OpenAPI 3 document (JSON or YAML body)",
           description="Send the document as the raw body (`application/json` or `application/yaml`). Scopes come "
                       "from the OAuth 2 flows of `components.securitySchemes`; each operation becomes an endpoint "

@@ -24,3 +24,10 @@ async def test_every_publishing_and_catalog_operation_is_documented_with_example
     assert schemas["ApiIn"]["properties"]["slug"]["examples"] == ["acme-weather"]
     catalog = doc["paths"]["/v1/catalog/apis"]["get"]
     assert catalog.get("security") == [{}]  # public
+
+
+async def test_the_openapi_import_documents_its_raw_document_body(api: Api) -> None:
+    doc = (await api.client.get("/schema/openapi.json")).json()
+    body = doc["paths"]["/v1/apis/{api_id}/import-openapi"]["post"]["requestBody"]
+    assert set(body["content"]) == {"application/json", "application/yaml"}
+    assert body["content"]["application/json"]["examples"]["weather"]["value"]["openapi"].startswith("3.")
