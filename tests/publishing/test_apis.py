@@ -79,19 +79,16 @@ async def test_bad_upstream_urls_are_refused_with_a_field_error(api: Api, partne
 
 
 @pytest.fixture
-def private_networks_refused() -> Any:
+def private_networks_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MARKETPLACE_ALLOW_PRIVATE_NETWORKS=0 for one test (the suite runs with 1)."""
     from marketplace.settings import get_settings
 
-    settings = get_settings()
-    saved = settings.allow_private_networks
-    settings.allow_private_networks = False
-    yield
-    settings.allow_private_networks = saved
+    monkeypatch.setattr(get_settings(), "allow_private_networks", False)
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://10.1.2.3/api", "http://169.254.169.254/latest",
                                  "http://[::1]/", "http://192.168.0.10"])
-async def test_private_network_upstreams_are_refused_unless_allowed(api: Api, url: str, partner_user: tuple[User, str],
+async def test_private_network_upstreams_are_refused(api: Api, url: str, partner_user: tuple[User, str],
                                                                     private_networks_refused: None) -> None:
     user, partner_id = partner_user
     response = await api.client.post("/v1/apis", headers=user.headers, json={
@@ -99,6 +96,11 @@ async def test_private_network_upstreams_are_refused_unless_allowed(api: Api, ur
     body = assert_problem(response, 422, contains="private")
     assert body["errors"] == [{"field": "upstream_url", "message": body["errors"][0]["message"]}]
     assert "MARKETPLACE_ALLOW_PRIVATE_NETWORKS" in body["errors"][0]["message"]
+
+
+async def test_private_network_upstreams_are_accepted_when_the_setting_allows_them(api: Api) -> None:
+    d = await draft(api, upstream_url="http://127.0.0.1:9000")
+    assert d.api["upstream_url"] == "http://127.0.0.1:9000"
 
 
 async def test_changing_the_upstream_to_a_private_address_is_refused(api: Api, private_networks_refused: None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from marketplace.core.events import Event
@@ -36,17 +37,13 @@ async def test_archived_plans_do_not_count_towards_publishing(api: Api) -> None:
     assert [e["field"] for e in body["errors"]] == ["plans"]
 
 
-async def test_an_upstream_that_became_private_blocks_publishing(api: Api) -> None:
+async def test_an_upstream_that_became_private_blocks_publishing(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     from marketplace.settings import get_settings
 
     d = await draft(api, upstream_url="http://127.0.0.1:9000")  # allowed in tests
     await complete(api, d)
-    settings = get_settings()
-    settings.allow_private_networks = False
-    try:
-        body = assert_problem(await api.client.post(f"/v1/apis/{d.id}/publish", headers=d.user.headers), 422)
-    finally:
-        settings.allow_private_networks = True
+    monkeypatch.setattr(get_settings(), "allow_private_networks", False)
+    body = assert_problem(await api.client.post(f"/v1/apis/{d.id}/publish", headers=d.user.headers), 422)
     assert [e["field"] for e in body["errors"]] == ["upstream_url"]
 
 
