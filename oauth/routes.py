@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import InvalidScopeError
 from litestar import Controller, Litestar, Request, Response, delete, get, post
+from litestar.params import Parameter
 from litestar.response import Template
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from sqlalchemy import select
@@ -21,12 +22,14 @@ from marketplace.core.pagination import Page, paginate
 from marketplace.core.security import Principal, check_csrf, csrf_token
 from marketplace.settings import get_settings
 from oauth import keys, service
-from oauth.models import OAuthApp
+from oauth.models import OAuthApp, OAuthGrant
 from oauth.schemas import AppCreatedOut, AppIn, AppOut, GrantOut, SecretOut
 from oauth.server import SERVER, LitestarOAuth2Request, OAuthContext, OAuthUser, check_scope_syntax, run, upsert_grant
 from oauth.tokens import KEY_RING
 from partners.publishing.models import Api, Scope
 
+# A cursor is an id from the previous page; anything else is refused before it reaches the database.
+Cursor = Annotated[str | None, Parameter(pattern=r"^[a-z]{2,4}_[0-9a-z]{26}$", description="The last id of the previous page")]
 PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                 "Content-Security-Policy": "frame-ancestors 'none'", "Referrer-Policy": "no-referrer"}
 OAUTH_PARAMS = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
@@ -60,7 +63,7 @@ class AppController(Controller):
 
     @get("/", operation_id="listApps", summary="Your apps, newest first (without secrets)")
     async def list_apps(self, principal: Principal, db_session: AsyncSession, limit: int | None = None,
-                        starting_after: str | None = None) -> Page[AppOut]:
+                        starting_after: Cursor = None) -> Page[AppOut]:
         return await paginate(db_session, service.apps_of(principal.user_id), OAuthApp.id, limit=limit,
                               starting_after=starting_after, to_schema=_app_out)
 
@@ -85,10 +88,15 @@ class GrantController(Controller):
     path = "/v1/oauth/grants"
     tags = ["oauth"]
 
-    @get("/", operation_id="listGrants", summary="Apps you have authorized, with the scopes you allowed")
-    async def list_grants(self, principal: Principal, db_session: AsyncSession) -> list[GrantOut]:
-        return [GrantOut(id=g.id, app_id=g.app_id, app_name=name, scopes=g.scopes, created_at=g.created_at,
-                         updated_at=g.updated_at) for g, name in await service.list_grants(db_session, principal.user_id)]
+    @get("/", operation_id="listGrants", summary="Apps you have authorized, with the scopes you allowed (newest first)")
+    async def list_grants(self, principal: Principal, db_session: AsyncSession, limit: int | None = None,
+                          starting_after: Cursor = None) -> Page[GrantOut]:
+        page = await paginate(db_session, service.grants_of(principal.user_id), OAuthGrant.id, limit=limit,
+                              starting_after=starting_after, to_schema=lambda g: g)
+        names = await service.app_names(db_session, {g.app_id for g in page.data})
+        return Page(data=[GrantOut(id=g.id, app_id=g.app_id, app_name=names.get(g.app_id, ""), scopes=g.scopes,
+                                   created_at=g.created_at, updated_at=g.updated_at) for g in page.data],
+                    has_more=page.has_more, next_cursor=page.next_cursor)
 
     @delete("/{grant_id:str}", status_code=HTTP_204_NO_CONTENT, operation_id="revokeGrant",
             summary="Revoke an app's authorization and every token issued under it")

@@ -201,11 +201,14 @@ async def live_grant(session: AsyncSession, user_id: str, app_id: str) -> OAuthG
                                                          OAuthGrant.revoked_at.is_(None)))
 
 
-async def list_grants(session: AsyncSession, user_id: str) -> list[tuple[OAuthGrant, str]]:
-    rows = await session.execute(
-        select(OAuthGrant, OAuthApp.name).join(OAuthApp, OAuthApp.id == OAuthGrant.app_id)
-        .where(OAuthGrant.user_id == user_id, OAuthGrant.revoked_at.is_(None)).order_by(OAuthGrant.id.desc()))
-    return [(grant, name) for grant, name in rows.all()]
+def grants_of(user_id: str) -> Select[Any]:
+    return select(OAuthGrant).where(OAuthGrant.user_id == user_id, OAuthGrant.revoked_at.is_(None))
+
+
+async def app_names(session: AsyncSession, app_ids: set[str]) -> dict[str, str]:
+    if not app_ids:
+        return {}
+    return dict((await session.execute(select(OAuthApp.id, OAuthApp.name).where(OAuthApp.id.in_(app_ids)))).all())
 
 
 async def revoke_grant(session: AsyncSession, redis: Redis, user_id: str, grant_id: str) -> None:

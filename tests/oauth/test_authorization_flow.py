@@ -153,7 +153,7 @@ async def test_remembered_consent_skips_the_page_for_the_same_or_fewer_scopes(wo
     second = await browser.get(url)
     assert query(second)["code"]
 
-    grants = (await world.api.client.get("/v1/oauth/grants", headers=world.consumer.headers)).json()
+    grants = (await world.api.client.get("/v1/oauth/grants", headers=world.consumer.headers)).json()["data"]
     assert [(g["app_id"], g["scopes"]) for g in grants] == [(created["client_id"], ["weather:read"])]
     await browser.aclose()
 
@@ -181,7 +181,7 @@ async def test_deny_redirects_with_access_denied(world: World) -> None:
     response, _ = await world.authorize(client, browser, decision="deny", state="st-123")
     params = query(response)
     assert params["error"] == "access_denied" and params["state"] == "st-123" and "code" not in params
-    assert (await world.api.client.get("/v1/oauth/grants", headers=world.consumer.headers)).json() == []
+    assert (await world.api.client.get("/v1/oauth/grants", headers=world.consumer.headers)).json()["data"] == []
     await browser.aclose()
 
 
@@ -192,7 +192,7 @@ async def test_revoking_a_grant_revokes_its_tokens(world: World) -> None:
     done, verifier = await world.authorize(client, browser)
     token = await client.fetch_token(world.meta["token_endpoint"], authorization_response=done.headers["location"],
                                      code_verifier=verifier)
-    grants = (await world.api.client.get("/v1/oauth/grants", headers=world.consumer.headers)).json()
+    grants = (await world.api.client.get("/v1/oauth/grants", headers=world.consumer.headers)).json()["data"]
     stranger = await world.api.signup()
     other = await world.api.client.delete(f"/v1/oauth/grants/{grants[0]['id']}", headers=stranger.headers)
     assert other.status_code == 404

@@ -75,3 +75,9 @@ async def test_the_consent_page_escapes_what_the_client_sent(world: World) -> No
     assert page.status_code == 200 and "<script>alert(1)</script>" not in page.text
     done = await browser.submit(page, button=("decision", "allow"))
     assert done.status_code == 302 and "state=%22%3E%3Cscript%3E" in done.headers["location"]
+
+
+async def test_list_cursors_with_junk_do_not_crash(world: World) -> None:
+    for path in ["/v1/apps?starting_after=%00", "/v1/oauth/grants?starting_after=%00", "/v1/apps?limit=abc"]:
+        response = await world.api.client.get(path, headers=world.consumer.headers)
+        assert response.status_code in (200, 400, 422), (path, response.text)
