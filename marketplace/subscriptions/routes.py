@@ -8,7 +8,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from marketplace.core.pagination import Page, paginate
+from marketplace.core.pagination import Page
 from marketplace.core.security import Principal
 from marketplace.subscriptions import service
 from marketplace.subscriptions.models import ApiKey, Subscription

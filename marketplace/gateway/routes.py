@@ -1,0 +1,58 @@
+"""Mounts the gateway (a raw ASGI app, see proxy.py) at /gateway and owns its process resources:
+the shared aiohttp session, a Redis client with short timeouts, the invalidation listener."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from litestar import Litestar, asgi
+from redis.asyncio import Redis
+
+from marketplace.gateway.cache import GatewayCache
+from marketplace.gateway.proxy import Gateway
+from marketplace.settings import get_settings
+
+
+@asgi("/gateway", is_mount=True, copy_scope=False, include_in_schema=False)
+async def gateway_mount(scope: Any, receive: Any, send: Any) -> None:
+    await scope["app"].state.gateway(scope, receive, send)
+
+
+def gateway_redis(url: str, timeout: float) -> Redis:
+    return Redis.from_url(url, decode_responses=False, socket_connect_timeout=timeout, socket_timeout=timeout,
+                          retry_on_timeout=False, health_check_interval=0)
+
+
+@contextlib.asynccontextmanager
+async def gateway_lifespan(app: Litestar) -> AsyncIterator[None]:
+    settings = get_settings()
+    connector = aiohttp.TCPConnector(limit=settings.gateway_pool_size, limit_per_host=0, ttl_dns_cache=60,
+                                     keepalive_timeout=30, enable_cleanup_closed=True)
+    http = aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+                                 raise_for_status=False)
+    redis = gateway_redis(settings.redis_url or "", settings.gateway_redis_timeout)
+    listener_redis = Redis.from_url(settings.redis_url or "", decode_responses=False, socket_connect_timeout=2)
+    cache = GatewayCache(app.state.sessionmaker, settings.gateway_cache_ttl)
+    gateway = Gateway(cache=cache, redis=redis, http=http, connect_timeout=settings.gateway_connect_timeout,
+                      timeout=settings.gateway_timeout)
+    app.state.gateway = gateway
+    listener = asyncio.create_task(cache.listen(listener_redis))
+    try:
+        yield
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await listener
+        if gateway.tasks:
+            await asyncio.wait(list(gateway.tasks), timeout=2)
+        await http.close()
+        await redis.aclose()
+        await listener_redis.aclose()
+
+
+ROUTES = [gateway_mount]
+LIFESPANS = [gateway_lifespan]
