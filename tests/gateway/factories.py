@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,11 +28,7 @@ class Upstream:
         return self.received[-1]
 
 
-@pytest.fixture(scope="session")
-async def upstream() -> AsyncIterator[Upstream]:
-    """A real HTTP server on loopback that records what it receives."""
-    state = Upstream(url="")
-
+def _upstream_app(state: Upstream) -> web.Application:
     async def record(request: web.Request) -> dict[str, Any]:
         body = await request.read()
         entry = {"method": request.method, "path": request.path_qs, "headers": dict(request.headers),
@@ -67,14 +64,39 @@ async def upstream() -> AsyncIterator[Upstream]:
     app.router.add_route("*", "/v1/slow", slow)
     app.router.add_route("*", "/v1/big", big)
     app.router.add_route("*", "/{tail:.*}", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    state.url = f"http://127.0.0.1:{port}/v1"
+    return app
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    """A real HTTP server on loopback that records what it receives. It runs on its own thread and
+    event loop: the test client blocks the test's loop while the app handles a request."""
+    state = Upstream(url="")
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def start() -> None:
+        runner = web.AppRunner(_upstream_app(state))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        holder["runner"] = runner
+        state.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"  # type: ignore[union-attr]
+        ready.set()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    ready.wait(10)
     yield state
-    await runner.cleanup()
+    asyncio.run_coroutine_threadsafe(holder["runner"].cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
 
 
 DEFAULT_ENDPOINTS = [
@@ -108,12 +130,11 @@ def db() -> Any:
     thread, whose pooled connections cannot be shared): no pooling, a connection per session."""
     global _sessionmaker
     if _sessionmaker is None:
+        from sqlalchemy.ext.asyncio import create_async_engine
         from sqlalchemy.pool import NullPool
 
         from marketplace.core.db import make_sessionmaker
         from marketplace.settings import get_settings
-
-        from sqlalchemy.ext.asyncio import create_async_engine
 
         engine = create_async_engine(get_settings().database_url or "", poolclass=NullPool)
         _sessionmaker = make_sessionmaker(engine)
