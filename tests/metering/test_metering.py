@@ -261,3 +261,29 @@ async def test_quota_alerts_are_published_once_per_period_at_80_and_100_percent(
         await api.client.get(gw(world, f"/forecast/x{i}"), headers={"X-API-Key": key["key"]})
         await flush(app)
     assert await types() == ["usage.threshold_reached", "quota.exceeded"]
+
+
+async def test_the_worker_job_flushes_gateway_usage(app, api: Api, upstream: Upstream) -> None:
+    """The same flush, run as the arq job by a real worker (burst mode), as production does."""
+    from arq import create_pool
+
+    from marketplace.core.redis import arq_settings, queue_name
+    from marketplace.worker import build_worker
+
+    world = await make_api(app, api, upstream.url)
+    user, sub, key = await consumer_with_key(app, api, world)
+    for i in range(3):
+        assert (await api.client.get(gw(world, f"/forecast/{i}"), headers={"X-API-Key": key["key"]})).status_code == 200
+    pool = await create_pool(arq_settings(), default_queue_name=queue_name())
+    try:
+        assert await pool.enqueue_job("flush_usage") is not None
+        worker = build_worker(pool)
+        worker.burst = True
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+        assert worker.jobs_failed == 0 and worker.jobs_complete >= 1
+    finally:
+        await pool.aclose()
+    assert (await usage(api, user, sub["id"]))["units"] == 3
