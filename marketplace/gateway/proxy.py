@@ -31,12 +31,14 @@ import structlog
 import yarl
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from marketplace.core.errors import PROBLEM_JSON, TYPE_BASE
 from marketplace.core.ids import new_id
 from marketplace.core.redis import key as rkey
 from marketplace.gateway.auth import GatewayProblem, ParsedRequest, authenticate
 from marketplace.gateway.cache import GatewayCache, roll_period
+from marketplace.gateway.fastredis import FastRedis
 from marketplace.gateway.records import Caller
 
 log = structlog.get_logger("marketplace.gateway")
@@ -75,12 +77,15 @@ def problem_message(status: int, title: str, detail: str, slug: str, request_id:
 class Gateway:
     """One per process; built by the gateway's lifespan and kept on `app.state.gateway`."""
 
-    def __init__(self, *, cache: GatewayCache, redis: Redis, http: aiohttp.ClientSession,
+    def __init__(self, *, cache: GatewayCache, redis: FastRedis, redis_aux: Redis, http: aiohttp.ClientSession,
                  connect_timeout: float, timeout: float) -> None:
         self.cache = cache
-        self.redis = redis
+        self.redis = redis  # the hot path's pipelined client (EVALSHA only)
+        self.redis_aux = redis_aux  # redis-py, for the rare refund/void pipeline
         self.http = http
-        self.timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
+        # `total` bounds the whole call; `sock_connect` only applies when a pooled connection must
+        # be opened (aiohttp's `connect` would arm a second timer on every call).
+        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
         self.admit_sha: str | None = None
         self.k_stream = rkey("usage")
         self.k_used = rkey("key_used")
@@ -100,6 +105,12 @@ class Gateway:
             await self.handle(scope, receive, send, request_id, headers_out)
         except GatewayProblem as problem:
             await self.send_problem(send, problem, request_id, headers_out)
+        except (SQLAlchemyError, OSError) as exc:  # a cache miss while PostgreSQL is unreachable
+            log.warning("gateway_lookup_failed", request_id=request_id, error=type(exc).__name__)
+            await self.send_problem(send, GatewayProblem(
+                503, "Service unavailable", "The gateway cannot look up this API or key right now. Retry shortly; "
+                "this call is not billed.", "lookup-unavailable", headers=[(b"retry-after", b"1")]),
+                request_id, headers_out)
         except Exception:
             log.exception("gateway_error", request_id=request_id)
             await self.send_problem(send, GatewayProblem(
@@ -146,7 +157,8 @@ class Gateway:
             raise GatewayProblem(400, "Bad request", "The path may not contain dot segments, encoded slashes, "
                                  "backslashes or NUL bytes.", "bad-path")
 
-        api = await self.cache.api(slug, mono)
+        hit = self.cache.apis.entries.get(slug)  # the warm path, without a coroutine
+        api = hit[0] if hit is not None and hit[1] > mono else await self.cache.api(slug, mono)
         if api is None or api.status == "draft":
             raise GatewayProblem(404, "Not found", f"No published API {slug!r}. Find APIs with GET /v1/catalog/apis.",
                                  "not-found")
@@ -380,7 +392,7 @@ class Gateway:
                   "m": method, "pt": path, "u": str(weight), "ts": str(int(now * 1000))}
         for attempt in range(3):
             try:
-                async with self.redis.pipeline(transaction=True) as pipe:
+                async with self.redis_aux.pipeline(transaction=True) as pipe:
                     pipe.decrby(quota_key, weight)
                     pipe.xadd(self.k_stream, fields)  # type: ignore[arg-type]
                     await pipe.execute()
