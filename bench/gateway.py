@@ -253,7 +253,7 @@ def main() -> None:
         d, c = args.duration, args.connections
         if args.serve:
             info = (f"direct={direct}\nproxy={proxied}\ngateway={gateway}\nkey={api_key}\n"
-                    f"gateway_pid={procs[-1].pid}\n")
+                    f"gateway_pid={procs[-1].pid}\nDATABASE_URL={db_url}\nREDIS_NAMESPACE=mkt-bench-{run}\n")
             Path(tempfile.gettempdir(), "bench_gateway_serve.env").write_text(info)
             print(info, flush=True)
             while True:

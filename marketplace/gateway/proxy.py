@@ -221,6 +221,15 @@ class Gateway:
         if now >= caller.period_end:
             roll_period(caller, now)
 
+        target = api.upstream + rest
+        if request.query:
+            target += "?" + request.query.decode("latin-1")
+        try:
+            url = yarl.URL(target, encoded=True)
+        except ValueError:
+            raise GatewayProblem(400, "Bad request", "The path or query string is not a valid URL.",
+                                 "bad-path") from None
+
         rl_headers = await self.admit(caller, api, endpoint.id, endpoint.method, endpoint.path,
                                       endpoint.weight, request_id, now)
         headers_out.extend(rl_headers)
@@ -234,15 +243,6 @@ class Gateway:
         forward.append(("X-Marketplace-Proxy-Secret", api.proxy_secret))
         forward.append(("X-Marketplace-Consumer", caller.consumer_id))
         forward.append(("X-Marketplace-Subscription", caller.subscription_id))
-        target = api.upstream + rest
-        if request.query:
-            target += "?" + request.query.decode("latin-1")
-        try:
-            url = yarl.URL(target, encoded=True)
-        except ValueError:
-            self.void(caller, api, endpoint.id, endpoint.method, endpoint.path, endpoint.weight, request_id, now)
-            raise GatewayProblem(400, "Bad request", "The path or query string is not a valid URL.",
-                                 "bad-path") from None
 
         data: Any = None
         if chunked or (content_length is not None and content_length != b"0"):

@@ -366,3 +366,63 @@ async def test_methods_without_an_endpoint_are_405(app, api: Api, upstream: Upst
 
 
 _ = (new_key, subscribe)
+
+
+async def test_no_postgresql_query_on_the_hot_path_once_caches_are_warm(app, api: Api, upstream: Upstream) -> None:
+    from sqlalchemy import event
+
+    world = await make_api(app, api, upstream.url)
+    _, _, key = await consumer_with_key(app, api, world)
+    h = {"X-API-Key": key["key"]}
+    assert (await api.client.get(gw(world, "/forecast/warm"), headers=h)).status_code == 200
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for i in range(5):
+            assert (await api.client.get(gw(world, f"/forecast/{i}"), headers=h)).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert statements == []
+
+
+async def test_revocation_reaches_another_gateway_process_within_a_second(
+        app, api: Api, upstream: Upstream) -> None:
+    """A second platform process (granian, as in production) drops its cached key on the pub/sub
+    message that the revoking process publishes after its commit."""
+    import os
+    import sys
+
+    import httpx
+
+    world = await make_api(app, api, upstream.url)
+    user, _, key = await consumer_with_key(app, api, world)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", "--workers", "1", "--host",
+         "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning", "marketplace.app:create_app"],
+        env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as other:
+            for _ in range(200):
+                try:
+                    if (await other.get("/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+            url = gw(world, "/forecast/x")
+            assert (await other.get(url, headers={"X-API-Key": key["key"]})).status_code == 200  # cached there
+            await asyncio.sleep(0.2)  # its invalidation listener is subscribed by now
+            assert (await api.client.delete(f"/v1/api-keys/{key['id']}", headers=user.headers)).status_code == 200
+            deadline = time.monotonic() + 1.0
+            while (response := await other.get(url, headers={"X-API-Key": key["key"]})).status_code == 200:
+                assert time.monotonic() < deadline, "the other process still accepts the revoked key"
+                await asyncio.sleep(0.02)
+            assert response.status_code == 401
+    finally:
+        server.terminate()
+        server.wait(10)
