@@ -33,6 +33,7 @@ from partners.publishing.models import PlanVersion
 log = structlog.get_logger("marketplace.metering")
 
 GROUP = "flush"
+ROLLUP_LOCK = 4_200_300  # pg advisory lock key: usage flush batches vs rollup rebuilds
 THRESHOLDS = ((80, "usage.threshold_reached"), (100, "quota.exceeded"))
 
 
@@ -121,6 +122,7 @@ async def write_batch(redis: Redis, sessionmaker: async_sessionmaker[AsyncSessio
 
 async def record_usage(session: AsyncSession, uses: list[dict[str, Any]], voids: list[dict[str, Any]]) -> None:
     """Insert usage rows idempotently and keep the rollups in step (only for rows that changed)."""
+    await session.execute(select(func.pg_advisory_xact_lock(ROLLUP_LOCK)))
     deltas: dict[tuple[str, str, datetime], list[Any]] = {}
 
     def add(row: Any, sign: int) -> None:
@@ -256,7 +258,9 @@ async def period_units(session: AsyncSession, subscription_id: str, start: datet
 
 
 async def rebuild_rollups(session: AsyncSession, subscription_id: str | None = None) -> int:
-    """Recompute hourly rollups from the raw events (all, or one subscription's)."""
+    """Recompute hourly rollups from the raw events (all, or one subscription's). Takes the same
+    transaction-level advisory lock as the flush, so a rebuild never interleaves with a batch."""
+    await session.execute(select(func.pg_advisory_xact_lock(ROLLUP_LOCK)))
     cond = [UsageRollup.subscription_id == subscription_id] if subscription_id else []
     await session.execute(delete(UsageRollup).where(*cond))
     hour = func.date_trunc("hour", func.timezone("UTC", UsageEvent.occurred_at))
