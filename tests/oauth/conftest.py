@@ -9,6 +9,7 @@ import pytest_asyncio
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 
+from tests.gateway.factories import upstream  # noqa: F401  (fixture, for the gateway bearer tests)
 from tests.helpers import Api, User
 from tests.oauth.browser import BASE_URL, Browser, transport
 from tests.oauth.factories import PublishedApi, published_api, subscribe
