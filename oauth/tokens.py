@@ -101,23 +101,54 @@ def public_key_from_jwk(jwk: dict[str, Any]) -> rsa.RSAPublicKey:
     return rsa.RSAPublicNumbers(_int_from_b64(jwk["e"]), _int_from_b64(jwk["n"])).public_key()
 
 
+class VerifiedTokens:
+    """Tokens this process has already verified (signature and claims), with their claims, until
+    they expire: a repeat call with the same token costs a dict lookup instead of an RSA check.
+    Revocation is unaffected (the deny-list is checked per call); a key leaving the key set clears
+    the cache, so tokens it signed are verified, and refused, again."""
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self.entries: dict[str, AccessClaims] = {}
+        self.max_entries = max_entries
+
+    def get(self, token: str, now: float) -> AccessClaims | None:
+        claims = self.entries.get(token)
+        if claims is not None and claims.exp + LEEWAY >= now:
+            return claims
+        return None
+
+    def put(self, token: str, claims: AccessClaims) -> None:
+        if len(self.entries) >= self.max_entries:
+            self.entries.clear()
+        self.entries[token] = claims
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+VERIFIED_TOKENS = VerifiedTokens()
+
+
 class KeyRing:
     """Process-local public keys by kid. Replaced wholesale on refresh (no partial states)."""
 
-    def __init__(self) -> None:
+    def __init__(self, verified: VerifiedTokens | None = None) -> None:
         self.keys: dict[str, rsa.RSAPublicKey] = {}
         self.loaded_at = 0.0
+        self.verified = verified
 
     def load(self, jwks: dict[str, Any]) -> None:
         keys = {}
         for jwk in jwks.get("keys", []):
             if jwk.get("kty") == "RSA" and jwk.get("alg", ALG) == ALG and jwk.get("kid"):
                 keys[jwk["kid"]] = public_key_from_jwk(jwk)
+        if self.verified is not None and set(self.keys) - set(keys):
+            self.verified.clear()
         self.keys = keys
         self.loaded_at = time.monotonic()
 
 
-KEY_RING = KeyRing()
+KEY_RING = KeyRing(VERIFIED_TOKENS)
 _header_decoder = msgspec.json.Decoder(dict[str, Any])
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from marketplace.core.security import hash_token
 from marketplace.gateway.records import ApiEntry, Caller
 from oauth.keys import verify_access_token_refreshing
-from oauth.tokens import ExpiredToken, TokenError, UnknownKey, verify_access_token
+from oauth.tokens import VERIFIED_TOKENS, ExpiredToken, TokenError, UnknownKey, verify_access_token
 
 if TYPE_CHECKING:
     from marketplace.gateway.cache import GatewayCache
@@ -56,7 +56,7 @@ async def authenticate(request: ParsedRequest, cache: GatewayCache, now: float, 
     if request.authorization:
         scheme, _, token = request.authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
-            return await authenticate_bearer(request, token.strip(), cache, mono)
+            return await authenticate_bearer(request, token.strip(), cache, now, mono)
     raise unauthorized("Missing API key. Send it in the X-API-Key header; create one with POST /v1/api-keys.")
 
 
@@ -83,23 +83,27 @@ def bearer_unauthorized(detail: str, error: str = "invalid_token") -> GatewayPro
                           headers=[(b"www-authenticate", f'Bearer error="{error}"'.encode())])
 
 
-async def authenticate_bearer(request: ParsedRequest, token: str, cache: GatewayCache, mono: float) -> Caller:
+async def authenticate_bearer(request: ParsedRequest, token: str, cache: GatewayCache, now: float,
+                              mono: float) -> Caller:
     """OAuth access tokens: a JWT verified locally against the cached key set (no database once
     warm), then the consumer's live subscription to this API (cached like key records). The call's
     caller is a copy whose scopes are the token's scopes that the plan grants; the token's jti
     travels with it so that admit.lua refuses a revoked token in the same Redis round trip."""
     if len(token) > 4096:
         raise bearer_unauthorized("The access token is too long to be one of ours.")
-    try:
+    claims = VERIFIED_TOKENS.get(token, now)  # the warm path: this token was verified before
+    if claims is None:
         try:
-            claims = verify_access_token(token)
-        except UnknownKey:  # a key rotated in by another process: reload the key set (throttled)
-            claims = await verify_access_token_refreshing(token, cache.sessionmaker)
-    except ExpiredToken:
-        raise bearer_unauthorized("The access token has expired. Refresh it (grant_type=refresh_token at "
-                                  "/oauth/token) or authorize the app again.") from None
-    except TokenError as exc:
-        raise bearer_unauthorized(f"Invalid access token: {exc} Get one from /oauth/token.") from None
+            try:
+                claims = verify_access_token(token, now=now)
+            except UnknownKey:  # a key rotated in by another process: reload the key set (throttled)
+                claims = await verify_access_token_refreshing(token, cache.sessionmaker)
+        except ExpiredToken:
+            raise bearer_unauthorized("The access token has expired. Refresh it (grant_type=refresh_token at "
+                                      "/oauth/token) or authorize the app again.") from None
+        except TokenError as exc:
+            raise bearer_unauthorized(f"Invalid access token: {exc} Get one from /oauth/token.") from None
+        VERIFIED_TOKENS.put(token, claims)
     hit = cache.callers.entries.get(f"{claims.sub}:{request.api.id}")  # the warm path, without a coroutine
     caller = hit[0] if hit is not None and hit[1] > mono else await cache.consumer_caller(claims.sub, request.api.id,
                                                                                          mono)

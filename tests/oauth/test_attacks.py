@@ -241,7 +241,7 @@ def _unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:
     return f"{enc(header)}.{enc(claims)}."
 
 
-async def test_alg_none_and_other_algorithms_are_refused() -> None:
+async def test_alg_none_and_other_algorithms_are_refused(world: World) -> None:  # world: the app (and its key ring) is up
     kid, private = _our_key()
     with pytest.raises(UnsupportedAlgorithm):
         verify_access_token(_unsigned({"alg": "none", "typ": "at+jwt", "kid": kid}, _claims()))
@@ -256,7 +256,7 @@ async def test_alg_none_and_other_algorithms_are_refused() -> None:
         verify_access_token(hs)
 
 
-async def test_a_token_of_another_type_or_audience_is_refused() -> None:
+async def test_a_token_of_another_type_or_audience_is_refused(world: World) -> None:  # world: the app (and its key ring) is up
     kid, private = _our_key()
     good = sign_access_token(_claims(), private, kid)
     assert verify_access_token(good).sub == "usr_x"
@@ -322,3 +322,19 @@ async def test_a_code_issued_to_one_app_cannot_be_redeemed_by_another(world: Wor
     stolen = await world.api.client.post("/oauth/token", data=_exchange(other, code, verifier),
                                          auth=(other["client_id"], other["client_secret"]))
     assert stolen.status_code == 400 and stolen.json()["error"] == "invalid_grant"
+
+
+async def test_the_verified_token_cache_honours_expiry_and_key_removal(world: World) -> None:  # world: the app (and its key ring) is up
+    from oauth.tokens import KeyRing, VerifiedTokens
+
+    kid, private = _our_key()
+    verified = VerifiedTokens()
+    ring = KeyRing(verified)
+    ring.keys = dict(KEY_RING.keys)
+    token = sign_access_token(_claims(), private, kid)
+    claims = verify_access_token(token, ring=ring)
+    verified.put(token, claims)
+    assert verified.get(token, time.time()) == claims
+    assert verified.get(token, claims.exp + 60) is None  # expired: verify again (and refuse)
+    ring.load({"keys": []})  # the key left the key set
+    assert verified.get(token, time.time()) is None
