@@ -1,0 +1,256 @@
+"""One delivery attempt: claim the delivery, sign, POST, record the attempt, schedule the next.
+
+- Standard Webhooks: `webhook-id` is the event id (the same on every retry, resend and replay,
+  so receivers can de-duplicate), `webhook-timestamp` the attempt time, `webhook-signature` one
+  `v1,<sig>` per active secret (two during the 24 h after a rotation), signed by the
+  `standardwebhooks` library. The body is `{type, timestamp, data}` and identical on every attempt.
+- Only 2xx is a success. 410 disables the endpoint. 429/503 with `Retry-After` wait that long.
+  Otherwise the next attempt follows WEBHOOK_RETRY_SCHEDULE (±10 % jitter); after the last one the
+  delivery is `failed`. An endpoint with no success for WEBHOOK_DISABLE_AFTER_DAYS is disabled, and
+  its owner gets `endpoint.disabled` on their other endpoints.
+- The database is not held during the HTTP call: a short transaction takes a 60 s lease on the
+  delivery (so a duplicate job cannot send it at the same time), a second one records the result.
+  A worker killed in between leaves the lease to expire; the sweep then re-enqueues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from typing import Any
+
+import httpx
+import msgspec
+import structlog
+from arq.connections import ArqRedis
+from sqlalchemy import text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from standardwebhooks import Webhook
+
+from marketplace.core.db import utcnow
+from marketplace.core.events import publish
+from marketplace.core.security import decrypt
+from marketplace.core.ssrf import UnsafeURL, resolve_public
+from marketplace.settings import get_settings
+from webhooks.models import WebhookDelivery, WebhookEndpoint, new_attempt_id
+from webhooks.relay import DELIVER_JOB
+
+log = structlog.get_logger("marketplace.webhooks")
+
+TIMEOUT_S = 15.0
+LEASE_S = 60
+SNIPPET_BYTES = 1024
+MAX_RETRY_AFTER_S = 24 * 3600
+USER_AGENT = "marketplace-webhooks/1.0"
+
+_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+
+
+def http_client() -> httpx.AsyncClient:
+    """The worker's one shared client (per event loop): pooled keep-alive, 15 s, no redirects."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        for stale in [lp for lp in _clients if lp.is_closed()]:
+            del _clients[stale]
+        client = httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False,
+                                   limits=httpx.Limits(max_connections=256, max_keepalive_connections=128),
+                                   headers={"user-agent": USER_AGENT})
+        _clients[loop] = client
+    return client
+
+
+@lru_cache(maxsize=4096)
+def _signer(secret_encrypted: str) -> Webhook:
+    return Webhook(decrypt(secret_encrypted))
+
+
+def sign(event_id: str, timestamp: datetime, body: str, secrets_encrypted: list[str]) -> str:
+    return " ".join(_signer(s).sign(event_id, timestamp, body) for s in secrets_encrypted)
+
+
+def body_for(event_type: str, created_at: datetime, data: Any) -> str:
+    created = created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return msgspec.json.encode({"type": event_type, "timestamp": created, "data": data}).decode()
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - now).total_seconds()
+        except (TypeError, ValueError, IndexError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def jittered(seconds: float) -> float:
+    return seconds * random.uniform(0.9, 1.1) if seconds > 0 else 0.0
+
+
+CLAIM = text("""
+WITH claimed AS (
+    UPDATE webhook_deliveries SET lease_until = now() + make_interval(secs => :lease)
+    WHERE id = :id AND status = 'pending' AND (lease_until IS NULL OR lease_until < now())
+    RETURNING id, event_id, endpoint_id, attempts, trigger
+)
+SELECT c.id, c.event_id, c.endpoint_id, c.attempts, c.trigger,
+       e.type, e.data, e.created_at,
+       w.url, w.enabled, w.secret_encrypted, w.previous_secret_encrypted, w.previous_secret_expires_at,
+       w.failing_since, w.partner_id, w.consumer_id
+FROM claimed c JOIN events e ON e.id = c.event_id JOIN webhook_endpoints w ON w.id = c.endpoint_id
+""")
+
+RECORD = text("""
+WITH attempt AS (
+    INSERT INTO webhook_attempts (id, delivery_id, endpoint_id, event_id, event_type, attempt, trigger,
+                                  succeeded, status_code, latency_ms, response_snippet, error, next_attempt_at, at)
+    VALUES (:attempt_id, :id, :endpoint_id, :event_id, :event_type, :attempt, :trigger, :succeeded,
+            :status_code, :latency_ms, :snippet, :error, :next_attempt_at, :at)
+)
+UPDATE webhook_deliveries SET status = :status, attempts = :attempt, next_attempt_at = :next_at,
+       job_id = :job_id, lease_until = NULL, finished_at = :finished_at
+WHERE id = :id
+""")
+
+ON_SUCCESS = text("""
+UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = :at
+WHERE id = :endpoint_id AND (failing_since IS NOT NULL OR last_success_at IS NULL
+                             OR last_success_at < :at - interval '60 seconds')
+""")
+
+ON_FAILURE = text("""
+UPDATE webhook_endpoints SET failing_since = :at WHERE id = :endpoint_id AND failing_since IS NULL
+""")
+
+
+@dataclass
+class Outcome:
+    succeeded: bool
+    status_code: int | None = None
+    snippet: str | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    latency_ms: int = 0
+
+
+async def post(url: str, body: str, headers: dict[str, str]) -> Outcome:
+    started = time.perf_counter()
+    try:
+        await resolve_public(url)  # again at delivery time: DNS may have changed (rebinding)
+    except UnsafeURL as exc:
+        return Outcome(False, error=f"refused: the URL {exc}")
+    try:
+        async with http_client().stream("POST", url, content=body.encode(), headers=headers) as response:
+            chunks = bytearray()
+            async for chunk in response.aiter_raw():
+                chunks += chunk
+                if len(chunks) >= SNIPPET_BYTES:
+                    break
+            latency = int((time.perf_counter() - started) * 1000)
+            snippet = bytes(chunks[:SNIPPET_BYTES]).decode("utf-8", errors="replace")
+            code = response.status_code
+            ok = 200 <= code < 300
+            retry_after = None
+            if code in (429, 503):
+                retry_after = retry_after_seconds(response.headers.get("retry-after"), utcnow())
+            return Outcome(ok, code, snippet, None if ok else f"HTTP {code}", retry_after, latency)
+    except httpx.TimeoutException:
+        return Outcome(False, error=f"timed out after {TIMEOUT_S:.0f} s",
+                       latency_ms=int((time.perf_counter() - started) * 1000))
+    except httpx.HTTPError as exc:
+        return Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__,
+                       latency_ms=int((time.perf_counter() - started) * 1000))
+
+
+async def deliver(sessionmaker: async_sessionmaker[AsyncSession], pool: ArqRedis, delivery_id: str) -> str:
+    """Make the next attempt of one delivery. Returns what happened (for logs and tests)."""
+    async with sessionmaker.begin() as session:
+        row = (await session.execute(CLAIM, {"id": delivery_id, "lease": LEASE_S})).mappings().first()
+        if row is None:
+            return "skipped"  # finished, canceled, deleted, or another job holds the lease
+        if not row["enabled"]:
+            await session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(
+                status="canceled", lease_until=None, finished_at=utcnow()))
+            return "canceled"
+    now = utcnow()
+    secrets_encrypted = [row["secret_encrypted"]]
+    if row["previous_secret_encrypted"] and row["previous_secret_expires_at"] and \
+            row["previous_secret_expires_at"] > now:
+        secrets_encrypted.append(row["previous_secret_encrypted"])
+    body = body_for(row["type"], row["created_at"], row["data"])
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": row["event_id"],
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": sign(row["event_id"], now, body, secrets_encrypted),
+    }
+    outcome = await post(row["url"], body, headers)
+    return await record(sessionmaker, pool, row, outcome)
+
+
+async def record(sessionmaker: async_sessionmaker[AsyncSession], pool: ArqRedis, row: Any,
+                 outcome: Outcome) -> str:
+    settings = get_settings()
+    schedule = settings.retry_schedule
+    now = utcnow()
+    attempt = row["attempts"] + 1
+    delay: float | None = None
+    disable_reason: str | None = None
+    if outcome.succeeded:
+        status = "succeeded"
+    elif outcome.status_code == 410:
+        status, disable_reason = "failed", "the endpoint answered 410 Gone"
+    else:
+        failing_since = row["failing_since"] or now
+        if now - failing_since >= timedelta(days=settings.webhook_disable_after_days):
+            status = "failed"
+            disable_reason = f"no successful delivery since {failing_since.isoformat()}"
+        elif attempt < len(schedule):
+            status = "pending"
+            delay = outcome.retry_after if outcome.retry_after is not None else jittered(schedule[attempt])
+        else:
+            status = "failed"
+    next_at = now + timedelta(seconds=delay) if delay is not None else None
+    job_id = f"{row['id']}:{attempt + 1}" if delay is not None else None
+    async with sessionmaker.begin() as session:
+        await session.execute(RECORD, {
+            "attempt_id": new_attempt_id(), "id": row["id"], "endpoint_id": row["endpoint_id"],
+            "event_id": row["event_id"], "event_type": row["type"], "attempt": attempt, "trigger": row["trigger"],
+            "succeeded": outcome.succeeded, "status_code": outcome.status_code, "latency_ms": outcome.latency_ms,
+            "snippet": outcome.snippet, "error": outcome.error, "next_attempt_at": next_at, "at": now,
+            "status": status, "next_at": next_at or now, "job_id": job_id,
+            "finished_at": None if status == "pending" else now,
+        })
+        if outcome.succeeded:
+            await session.execute(ON_SUCCESS, {"endpoint_id": row["endpoint_id"], "at": now})
+        elif disable_reason is not None:
+            await disable_endpoint(session, row["endpoint_id"], disable_reason)
+        elif row["failing_since"] is None:
+            await session.execute(ON_FAILURE, {"endpoint_id": row["endpoint_id"], "at": now})
+    if job_id is not None:
+        await pool.enqueue_job(DELIVER_JOB, row["id"], _job_id=job_id, _defer_by=delay or None)
+    return status if delay is None else f"retry in {delay:.1f}s"
+
+
+async def disable_endpoint(session: AsyncSession, endpoint_id: str, reason: str) -> None:
+    """Disable the endpoint and tell its owner (through their other endpoints)."""
+    endpoint = await session.get(WebhookEndpoint, endpoint_id, with_for_update=True)
+    if endpoint is None or not endpoint.enabled:
+        return
+    endpoint.enabled = False
+    endpoint.disabled_reason = reason[:200]
+    endpoint.updated_at = utcnow()
+    await session.flush()  # the relay that follows must not send endpoint.disabled to this endpoint
+    publish(session, "endpoint.disabled", {"endpoint_id": endpoint.id, "url": endpoint.url, "reason": reason},
+            partner_id=endpoint.partner_id, consumer_id=endpoint.consumer_id)
+    log.warning("webhook_endpoint_disabled", endpoint_id=endpoint.id, reason=reason)
