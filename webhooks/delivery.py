@@ -125,7 +125,7 @@ WHERE id = :id
 ON_SUCCESS = text("""
 UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = :at
 WHERE id = :endpoint_id AND (failing_since IS NOT NULL OR last_success_at IS NULL
-                             OR last_success_at < :at - interval '60 seconds')
+                             OR last_success_at < :stale)
 """)
 
 ON_FAILURE = text("""
@@ -232,7 +232,8 @@ async def record(sessionmaker: async_sessionmaker[AsyncSession], pool: ArqRedis,
             "finished_at": None if status == "pending" else now,
         })
         if outcome.succeeded:
-            await session.execute(ON_SUCCESS, {"endpoint_id": row["endpoint_id"], "at": now})
+            await session.execute(ON_SUCCESS, {"endpoint_id": row["endpoint_id"], "at": now,
+                                               "stale": now - timedelta(seconds=60)})
         elif disable_reason is not None:
             await disable_endpoint(session, row["endpoint_id"], disable_reason)
         elif row["failing_since"] is None:

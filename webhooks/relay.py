@@ -51,27 +51,29 @@ NUDGE_FLAG = "webhooks_relay"
 RELAY_JOB = "relay_webhook_events"
 DELIVER_JOB = "deliver_webhook"
 
-_pool: ArqRedis | None = None
-_pool_loop: asyncio.AbstractEventLoop | None = None
+_pools: dict[asyncio.AbstractEventLoop, ArqRedis] = {}
 _pending: set[asyncio.Task[Any]] = set()
 
 
 # --- the after-commit nudge ---------------------------------------------------------------------
 
 def set_enqueuer(pool: ArqRedis | None) -> None:
-    """The arq pool this process enqueues with (the app's or the worker's); made lazily otherwise."""
-    global _pool, _pool_loop
-    _pool = pool
-    _pool_loop = asyncio.get_running_loop() if pool is not None else None
+    """The arq pool this event loop enqueues with (the app's or the worker's); made lazily otherwise."""
+    loop = asyncio.get_running_loop()
+    if pool is None:
+        _pools.pop(loop, None)
+    else:
+        _pools[loop] = pool
 
 
 async def enqueuer() -> ArqRedis:
-    global _pool, _pool_loop
     loop = asyncio.get_running_loop()
-    if _pool is None or _pool_loop is not loop:
-        _pool = await create_pool(arq_settings(), default_queue_name=queue_name())
-        _pool_loop = loop
-    return _pool
+    pool = _pools.get(loop)
+    if pool is None:
+        for stale in [lp for lp in _pools if lp.is_closed()]:
+            del _pools[stale]
+        pool = _pools[loop] = await create_pool(arq_settings(), default_queue_name=queue_name())
+    return pool
 
 
 def request_relay(session: AsyncSession | Session) -> None:

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
+from arq import create_pool
 from litestar import Controller, Litestar, delete, get, patch, post
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.core.auth import require_scope
 from marketplace.core.pagination import Page
+from marketplace.core.redis import arq_settings, queue_name
 from marketplace.core.security import Principal
 from webhooks import relay, service
 from webhooks.catalog import EVENT_TYPES
@@ -165,11 +167,15 @@ async def event_types() -> list[EventTypeOut]:
 
 @contextlib.asynccontextmanager
 async def webhooks_lifespan(app: Litestar) -> AsyncIterator[None]:
-    relay.set_enqueuer(app.state.arq)  # commits in this process nudge the relay with the app's pool
+    """Commits in this process nudge the relay through a small arq pool of its own (kept apart from
+    app.state.arq so that nothing else's use of that pool waits on the nudges)."""
+    pool = await create_pool(arq_settings(), default_queue_name=queue_name())
+    relay.set_enqueuer(pool)
     try:
         yield
     finally:
         relay.set_enqueuer(None)
+        await pool.aclose()
 
 
 ROUTES = [WebhookEndpointController, event_types]
