@@ -24,11 +24,11 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 import structlog
 from arq.connections import ArqRedis
-from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks import Webhook
 
@@ -37,7 +37,7 @@ from marketplace.core.events import publish
 from marketplace.core.security import decrypt
 from marketplace.core.ssrf import UnsafeURL, resolve_public
 from marketplace.settings import get_settings
-from webhooks.models import WebhookDelivery, WebhookEndpoint, new_attempt_id
+from webhooks.models import WebhookEndpoint, new_attempt_id
 from webhooks.relay import DELIVER_JOB
 
 log = structlog.get_logger("marketplace.webhooks")
@@ -74,9 +74,11 @@ def sign(event_id: str, timestamp: datetime, body: str, secrets_encrypted: list[
     return " ".join(_signer(s).sign(event_id, timestamp, body) for s in secrets_encrypted)
 
 
-def body_for(event_type: str, created_at: datetime, data: Any) -> str:
+def body_for(event_type: str, created_at: datetime, data_json: str) -> str:
+    """`{type, timestamp, data}`; `data_json` is the event's JSONB as PostgreSQL prints it (stable)."""
     created = created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return msgspec.json.encode({"type": event_type, "timestamp": created, "data": data}).decode()
+    head = msgspec.json.encode({"type": event_type, "timestamp": created}).decode()
+    return f'{head[:-1]},"data":{data_json}}}'
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -97,40 +99,62 @@ def jittered(seconds: float) -> float:
     return seconds * random.uniform(0.9, 1.1) if seconds > 0 else 0.0
 
 
-CLAIM = text("""
+# The hot path talks to PostgreSQL through a small asyncpg pool of its own: one round trip to
+# claim, one to record (data-modifying CTEs), no ORM. Rare paths (disabling an endpoint, which
+# publishes an event) use the ORM session.
+CLAIM = """
 WITH claimed AS (
-    UPDATE webhook_deliveries SET lease_until = now() + make_interval(secs => :lease)
-    WHERE id = :id AND status = 'pending' AND (lease_until IS NULL OR lease_until < now())
+    UPDATE webhook_deliveries SET lease_until = now() + make_interval(secs => $2)
+    WHERE id = $1 AND status = 'pending' AND (lease_until IS NULL OR lease_until < now())
     RETURNING id, event_id, endpoint_id, attempts, trigger
 )
 SELECT c.id, c.event_id, c.endpoint_id, c.attempts, c.trigger,
-       e.type, e.data, e.created_at,
+       e.type, e.data::text AS data, e.created_at,
        w.url, w.enabled, w.secret_encrypted, w.previous_secret_encrypted, w.previous_secret_expires_at,
-       w.failing_since, w.partner_id, w.consumer_id
+       w.failing_since
 FROM claimed c JOIN events e ON e.id = c.event_id JOIN webhook_endpoints w ON w.id = c.endpoint_id
-""")
+"""
 
-RECORD = text("""
+CANCEL = """
+UPDATE webhook_deliveries SET status = 'canceled', lease_until = NULL, finished_at = now() WHERE id = $1
+"""
+
+RECORD = """
 WITH attempt AS (
     INSERT INTO webhook_attempts (id, delivery_id, endpoint_id, event_id, event_type, attempt, trigger,
                                   succeeded, status_code, latency_ms, response_snippet, error, next_attempt_at, at)
-    VALUES (:attempt_id, :id, :endpoint_id, :event_id, :event_type, :attempt, :trigger, :succeeded,
-            :status_code, :latency_ms, :snippet, :error, :next_attempt_at, :at)
+    VALUES ($1, $2, $3, $4, $5, $6::int, $7, $8::boolean, $9, $10, $11, $12, $13::timestamptz, $14::timestamptz)
+), delivery AS (
+    UPDATE webhook_deliveries SET status = $15::text, attempts = $6::int,
+           next_attempt_at = COALESCE($13::timestamptz, $14::timestamptz), job_id = $16::text, lease_until = NULL,
+           finished_at = CASE WHEN $15::text = 'pending' THEN NULL ELSE $14::timestamptz END
+    WHERE id = $2
+), succeeded AS (
+    UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = $14::timestamptz
+    WHERE id = $3 AND $8::boolean
+      AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < $17::timestamptz)
 )
-UPDATE webhook_deliveries SET status = :status, attempts = :attempt, next_attempt_at = :next_at,
-       job_id = :job_id, lease_until = NULL, finished_at = :finished_at
-WHERE id = :id
-""")
+UPDATE webhook_endpoints SET failing_since = $14::timestamptz
+WHERE id = $3 AND NOT $8::boolean AND failing_since IS NULL
+"""
 
-ON_SUCCESS = text("""
-UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = :at
-WHERE id = :endpoint_id AND (failing_since IS NOT NULL OR last_success_at IS NULL
-                             OR last_success_at < :stale)
-""")
+_pg_pools: dict[asyncio.AbstractEventLoop, asyncpg.Pool] = {}
 
-ON_FAILURE = text("""
-UPDATE webhook_endpoints SET failing_since = :at WHERE id = :endpoint_id AND failing_since IS NULL
-""")
+
+async def _no_reset(_connection: asyncpg.Connection) -> None:
+    """Our statements leave no session state behind; skip asyncpg's RESET ALL round trip."""
+
+
+async def pg_pool() -> asyncpg.Pool:
+    loop = asyncio.get_running_loop()
+    pool = _pg_pools.get(loop)
+    if pool is None:
+        for stale in [lp for lp in _pg_pools if lp.is_closed()]:
+            del _pg_pools[stale]
+        dsn = (get_settings().database_url or "").replace("postgresql+asyncpg://", "postgresql://")
+        pool = _pg_pools[loop] = await asyncpg.create_pool(dsn, min_size=1, max_size=10, reset=_no_reset,
+                                                           max_inactive_connection_lifetime=60)
+    return pool
 
 
 @dataclass
@@ -174,14 +198,13 @@ async def post(url: str, body: str, headers: dict[str, str]) -> Outcome:
 
 async def deliver(sessionmaker: async_sessionmaker[AsyncSession], pool: ArqRedis, delivery_id: str) -> str:
     """Make the next attempt of one delivery. Returns what happened (for logs and tests)."""
-    async with sessionmaker.begin() as session:
-        row = (await session.execute(CLAIM, {"id": delivery_id, "lease": LEASE_S})).mappings().first()
-        if row is None:
-            return "skipped"  # finished, canceled, deleted, or another job holds the lease
-        if not row["enabled"]:
-            await session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(
-                status="canceled", lease_until=None, finished_at=utcnow()))
-            return "canceled"
+    db = await pg_pool()
+    row = await db.fetchrow(CLAIM, delivery_id, LEASE_S)
+    if row is None:
+        return "skipped"  # finished, canceled, deleted, or another job holds the lease
+    if not row["enabled"]:
+        await db.execute(CANCEL, delivery_id)
+        return "canceled"
     now = utcnow()
     secrets_encrypted = [row["secret_encrypted"]]
     if row["previous_secret_encrypted"] and row["previous_secret_expires_at"] and \
@@ -222,22 +245,17 @@ async def record(sessionmaker: async_sessionmaker[AsyncSession], pool: ArqRedis,
             status = "failed"
     next_at = now + timedelta(seconds=delay) if delay is not None else None
     job_id = f"{row['id']}:{attempt + 1}" if delay is not None else None
-    async with sessionmaker.begin() as session:
-        await session.execute(RECORD, {
-            "attempt_id": new_attempt_id(), "id": row["id"], "endpoint_id": row["endpoint_id"],
-            "event_id": row["event_id"], "event_type": row["type"], "attempt": attempt, "trigger": row["trigger"],
-            "succeeded": outcome.succeeded, "status_code": outcome.status_code, "latency_ms": outcome.latency_ms,
-            "snippet": outcome.snippet, "error": outcome.error, "next_attempt_at": next_at, "at": now,
-            "status": status, "next_at": next_at or now, "job_id": job_id,
-            "finished_at": None if status == "pending" else now,
-        })
-        if outcome.succeeded:
-            await session.execute(ON_SUCCESS, {"endpoint_id": row["endpoint_id"], "at": now,
-                                               "stale": now - timedelta(seconds=60)})
-        elif disable_reason is not None:
+    args = (new_attempt_id(), row["id"], row["endpoint_id"], row["event_id"], row["type"], attempt, row["trigger"],
+            outcome.succeeded, outcome.status_code, outcome.latency_ms, outcome.snippet, outcome.error, next_at, now,
+            status, job_id, now - timedelta(seconds=60))
+    if disable_reason is None:
+        await (await pg_pool()).execute(RECORD, *args)
+    else:
+        async with sessionmaker.begin() as session:  # rare: the ORM, because it publishes an event
+            connection = await session.connection()
+            raw = (await connection.get_raw_connection()).driver_connection
+            await raw.execute(RECORD, *args)
             await disable_endpoint(session, row["endpoint_id"], disable_reason)
-        elif row["failing_since"] is None:
-            await session.execute(ON_FAILURE, {"endpoint_id": row["endpoint_id"], "at": now})
     if job_id is not None:
         await pool.enqueue_job(DELIVER_JOB, row["id"], _job_id=job_id, _defer_by=delay or None)
     return status if delay is None else f"retry in {delay:.1f}s"
