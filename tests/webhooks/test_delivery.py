@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from datetime import timedelta
@@ -373,3 +374,43 @@ async def test_old_events_and_attempts_are_purged_after_the_retention(
     gone = await api.client.post(f"/v1/webhook-endpoints/{created['id']}/deliveries/{old_id}/resend",
                                  headers=user.headers)
     assert_problem(gone, 404)
+
+
+async def test_a_commit_nudges_the_relay_and_the_first_attempt_arrives_within_a_second(
+        api: Api, receiver: Receiver, emit: Any) -> None:
+    """A running worker (not a burst): no sweep, no cron — only the after-commit nudge."""
+    from arq import create_pool
+
+    from marketplace.core.redis import arq_settings, key, queue_name
+    from marketplace.worker import build_worker
+
+    user = await api.signup()
+    _, name = await endpoint(api, user, receiver)
+    pool = await create_pool(arq_settings(), default_queue_name=queue_name())
+    worker = build_worker(pool)
+    worker.cron_jobs = []  # prove the nudge alone is enough
+    task = asyncio.create_task(worker.main())
+    try:
+        await asyncio.sleep(0.3)  # the worker is up
+        latencies = []
+        for _ in range(5):
+            before = len(receiver.requests[name])
+            committed = time.monotonic()
+            await emit("subscription.updated", consumer_id=user.id)
+            while len(receiver.requests[name]) == before and time.monotonic() - committed < 3:
+                await asyncio.sleep(0.005)
+            latencies.append(receiver.requests[name][-1].at - committed)
+        assert len(receiver.requests[name]) == 5
+        assert max(latencies) < 1.0, latencies
+        queued = await pool.zrange(queue_name(), 0, -1)
+        assert not [j for j in queued if j.decode().startswith(key("webhooks", "relay"))]
+    finally:
+        for _ in range(200):  # let the last jobs finish (close() cancels running ones)
+            if all(t.done() for t in worker.tasks.values()):
+                break
+            await asyncio.sleep(0.01)
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -179,3 +179,12 @@ async def test_a_disabled_endpoint_refuses_test_resend_and_replay_until_enabled(
     endpoint = await create(api, user, receiver.url()[1], enabled=False)
     response = await api.client.post(f"/v1/webhook-endpoints/{endpoint['id']}/test", headers=user.headers)
     assert_problem(response, 409, contains="enable it")
+
+
+async def test_webhook_routes_are_in_the_openapi_document(api: Api) -> None:
+    doc = (await api.client.get("/schema/openapi.json")).json()
+    for path in ["/v1/webhook-endpoints", "/v1/webhook-endpoints/{endpoint_id}",
+                 "/v1/webhook-endpoints/{endpoint_id}/deliveries", "/v1/webhook-endpoints/{endpoint_id}/replay",
+                 "/v1/webhook-endpoints/{endpoint_id}/rotate-secret", "/v1/webhook-endpoints/{endpoint_id}/test",
+                 "/v1/webhook-endpoints/{endpoint_id}/deliveries/{event_id}/resend", "/v1/webhook-event-types"]:
+        assert path in doc["paths"], path
