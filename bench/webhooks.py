@@ -23,6 +23,7 @@ import secrets
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -119,9 +120,10 @@ async def main(args: argparse.Namespace) -> None:
                                             event_types=["*"], enabled=True, secret_encrypted=encrypt(new_secret())))
                 consumers.append(user.id)
 
+        worker_log = open(Path(tempfile.gettempdir()) / f"webhooks-bench-worker-{run}.log", "wb")
         worker = subprocess.Popen([sys.executable, "-c", "from marketplace.worker import run_worker; run_worker()"],
-                                  cwd=ROOT, env={**os.environ})
-        print(f"worker pid {worker.pid}", file=sys.stderr, flush=True)
+                                  cwd=ROOT, env={**os.environ}, stdout=worker_log, stderr=subprocess.STDOUT)
+        print(f"worker pid {worker.pid}, log {worker_log.name}", file=sys.stderr, flush=True)
         # Warm up: the worker is ready once a first event comes through.
         receiver.expect = 1
         async with sessionmaker.begin() as session:

@@ -28,7 +28,8 @@ from typing import Any
 import structlog
 from arq import create_pool
 from arq.connections import ArqRedis
-from arq.constants import in_progress_key_prefix, job_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
 from sqlalchemy import delete, event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
@@ -44,7 +45,7 @@ log = structlog.get_logger("marketplace.webhooks")
 
 RELAY_BATCH = 1000
 BUCKET_MS = 50
-ENQUEUE_CONCURRENCY = 64
+ENQUEUE_CHUNK = 500
 NUDGE_FLAG = "webhooks_relay"
 
 # Job names (the functions live in webhooks.tasks; names keep this module free of that import).
@@ -181,17 +182,32 @@ async def relay_batch(session: AsyncSession, limit: int = RELAY_BATCH) -> tuple[
 
 
 async def enqueue_deliveries(pool: ArqRedis, jobs: list[tuple[str, str]], defer_by: float = 0.0) -> int:
-    """Enqueue `deliver` jobs concurrently (bounded); a job id arq already knows is skipped."""
-    semaphore = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
+    """Enqueue `deliver` jobs, skipping job ids arq already knows (queued, running or finished).
+
+    Same keys and format as `ArqRedis.enqueue_job`, but pipelined: two round trips per 500 jobs
+    instead of three per job. Without enqueue_job's WATCH, two relays racing on one id could both
+    write it; the queue is a sorted set, so it still holds the job once, and the delivery's lease
+    stops a second run from sending twice.
+    """
     enqueued = 0
-
-    async def one(delivery_id: str, job_id: str) -> None:
-        nonlocal enqueued
-        async with semaphore:
-            if await pool.enqueue_job(DELIVER_JOB, delivery_id, _job_id=job_id, _defer_by=defer_by or None):
+    for start in range(0, len(jobs), ENQUEUE_CHUNK):
+        chunk = jobs[start:start + ENQUEUE_CHUNK]
+        async with pool.pipeline(transaction=False) as pipe:
+            for _, job_id in chunk:
+                pipe.exists(job_key_prefix + job_id, result_key_prefix + job_id)
+            known = await pipe.execute()
+        now_ms = int(time.time() * 1000)
+        score = now_ms + int(defer_by * 1000)
+        expires_ms = score - now_ms + pool.expires_extra_ms
+        async with pool.pipeline(transaction=False) as pipe:
+            for (delivery_id, job_id), exists in zip(chunk, known, strict=True):
+                if exists:
+                    continue
+                job = serialize_job(DELIVER_JOB, (delivery_id,), {}, None, now_ms, serializer=pool.job_serializer)
+                pipe.psetex(job_key_prefix + job_id, expires_ms, job)
+                pipe.zadd(queue_name(), {job_id: score})
                 enqueued += 1
-
-    await asyncio.gather(*(one(d, j) for d, j in jobs))
+            await pipe.execute()
     return enqueued
 
 
