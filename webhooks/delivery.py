@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -25,6 +27,7 @@ from functools import lru_cache
 from typing import Any
 
 import asyncpg
+import httpcore
 import httpx
 import msgspec
 import structlog
@@ -51,16 +54,54 @@ USER_AGENT = "marketplace-webhooks/1.0"
 _clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
 
 
+class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
+    """Resolves the host once, applies the SSRF rule to every address, and connects to a checked
+    address: a DNS answer that changes between the check and the connect (rebinding) cannot slip
+    a private address in. TLS still verifies the certificate against the URL's host name."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109
+                          local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        if not get_settings().allow_private_networks:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except socket.gaierror as exc:
+                raise httpcore.ConnectError(f"host {host!r} does not resolve") from exc
+            addresses = [str(info[4][0]) for info in infos]
+            for address in addresses:
+                literal = f"[{address}]" if ":" in address else address
+                try:
+                    await resolve_public(f"http://{literal}:{port}/")
+                except UnsafeURL as exc:
+                    raise httpcore.ConnectError(f"refused: {host} {exc}") from exc
+            host = addresses[0]
+        return await self._inner.connect_tcp(host, port, timeout=timeout, local_address=local_address,
+                                             socket_options=socket_options)
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,  # noqa: ASYNC109
+                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not webhook targets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
 def http_client() -> httpx.AsyncClient:
-    """The worker's one shared client (per event loop): pooled keep-alive, 15 s, no redirects."""
+    """The worker's one shared client (per event loop): pooled keep-alive, 15 s, no redirects,
+    no proxies from the environment, connections only to addresses the SSRF rule allows."""
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None or client.is_closed:
         for stale in [lp for lp in _clients if lp.is_closed()]:
             del _clients[stale]
-        client = httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False,
-                                   limits=httpx.Limits(max_connections=256, max_keepalive_connections=128),
-                                   headers={"user-agent": USER_AGENT})
+        transport = httpx.AsyncHTTPTransport(
+            trust_env=False, limits=httpx.Limits(max_connections=256, max_keepalive_connections=128))
+        transport._pool._network_backend = PublicOnlyBackend()  # httpx has no public knob for this
+        client = httpx.AsyncClient(transport=transport, timeout=TIMEOUT_S, follow_redirects=False,
+                                   trust_env=False, headers={"user-agent": USER_AGENT})
         _clients[loop] = client
     return client
 
@@ -170,7 +211,7 @@ class Outcome:
 async def post(url: str, body: str, headers: dict[str, str]) -> Outcome:
     started = time.perf_counter()
     try:
-        await resolve_public(url)  # again at delivery time: DNS may have changed (rebinding)
+        await resolve_public(url)  # again at delivery time; PublicOnlyBackend re-checks at connect
     except UnsafeURL as exc:
         return Outcome(False, error=f"refused: the URL {exc}")
     try:

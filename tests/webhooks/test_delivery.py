@@ -414,3 +414,28 @@ async def test_a_commit_nudges_the_relay_and_the_first_attempt_arrives_within_a_
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_the_connection_itself_refuses_private_addresses_so_dns_rebinding_cannot_slip_through(
+        monkeypatch: Any) -> None:
+    """The pre-flight check passed (DNS said public), then DNS answers 127.0.0.1 at connect time."""
+    import httpx
+
+    from webhooks.delivery import PublicOnlyBackend
+
+    monkeypatch.setattr(get_settings(), "allow_private_networks", False)
+    backend = PublicOnlyBackend()
+    loop = asyncio.get_running_loop()
+
+    async def rebound(host: str, port: int, **kwargs: Any) -> list[Any]:
+        return [(2, 1, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", rebound)
+    import httpcore
+    with pytest.raises(httpcore.ConnectError, match="refused"):
+        await backend.connect_tcp("rebinding.example.com", 443)
+    transport = httpx.AsyncHTTPTransport(trust_env=False)
+    transport._pool._network_backend = backend
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(httpx.ConnectError, match="refused"):
+            await client.post("http://rebinding.example.com/hook", content=b"{}")
