@@ -261,6 +261,7 @@ async def purge(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
         attempts = await session.execute(delete(WebhookAttempt).where(WebhookAttempt.at < cutoff))
         await session.execute(delete(WebhookDelivery).where(WebhookDelivery.created_at < cutoff,
                                                             WebhookDelivery.status != "pending"))
+        still_pending = select(WebhookDelivery.id).where(WebhookDelivery.event_id == Event.id).exists()
         events = await session.execute(delete(Event).where(Event.created_at < cutoff, Event.relayed_at.is_not(None),
-                                                           ~Event.id.in_(select(WebhookDelivery.event_id))))
+                                                           ~still_pending))
     return int(events.rowcount or 0) + int(attempts.rowcount or 0)  # type: ignore[attr-defined]
