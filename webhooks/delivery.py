@@ -247,8 +247,8 @@ async def post(url: str, body: str, headers: dict[str, str]) -> Outcome:
     except httpx.TimeoutException:
         return Outcome(False, error=f"timed out after {TIMEOUT_S:.0f} s",
                        latency_ms=int((time.perf_counter() - started) * 1000))
-    except httpx.HTTPError as exc:
-        return Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__,
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+        return Outcome(False, error=f"{type(exc).__name__}: {exc}"[:500],
                        latency_ms=int((time.perf_counter() - started) * 1000))
 
 
