@@ -6,12 +6,14 @@ Services raise these; handlers turn them (and Litestar's own errors) into
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.exceptions import NotFoundException as LitestarNotFound
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import IntegrityError
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://docs.marketplace.dev/problems/"
@@ -120,11 +122,20 @@ def _problem_handler(request: Request[Any, Any, Any], exc: Problem) -> Response[
     return problem_response(exc.body(request.url.path), exc.headers)
 
 
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`")
+
+
 def _field_errors(extra: Any) -> list[dict[str, Any]]:
     errors = []
     for item in extra if isinstance(extra, list) else []:
         if isinstance(item, dict):
-            errors.append({"field": item.get("key") or item.get("source") or "body", "message": item.get("message", "")})
+            field = item.get("key") or item.get("source") or "body"
+            message = item.get("message", "")
+            # msgspec reports a missing field at its parent object ("data" for the body): name the field.
+            missing = _MISSING_FIELD.match(message)
+            if missing:
+                field = missing[1] if field in ("data", "body") else f"{field}.{missing[1]}"
+            errors.append({"field": field, "message": message})
     return errors
 
 
@@ -170,7 +181,16 @@ def _unexpected_handler(request: Request[Any, Any, Any], exc: Exception) -> Resp
     return problem_response(body)
 
 
+def _integrity_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # Services check what they can; a constraint that still fires (a race between two requests)
+    # is a conflict with existing data, not a server error.
+    body = problem_body(409, "Conflict", "This conflicts with existing data (a duplicate or a reference that "
+                        "no longer exists). Reload and try again.", "conflict", instance=request.url.path)
+    return problem_response(body)
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
+    IntegrityError: _integrity_handler,
     Problem: _problem_handler,
     HTTPException: _http_exception_handler,
     Exception: _unexpected_handler,
