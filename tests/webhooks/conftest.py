@@ -65,7 +65,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 @pytest.fixture(scope="session")
 async def db(platform_env: dict[str, str]) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    """A sessionmaker on the tests' event loop (the app itself runs on the test client's loop)."""
+    """A sessionmaker of the tests' own, for arranging and inspecting rows directly."""
     engine = make_engine(platform_env["DATABASE_URL"], pool_size=5)
     yield make_sessionmaker(engine)
     await engine.dispose()
@@ -82,28 +82,6 @@ def emit(db: async_sessionmaker[AsyncSession]):  # type: ignore[no-untyped-def]
         return event.id
 
     return _emit
-
-
-@pytest.fixture
-async def run_jobs(app):  # type: ignore[no-untyped-def]
-    """Like tests/conftest.py's, but the worker gets an arq pool made on the tests' event loop:
-    app.state.arq belongs to the test client's loop (it pings Redis at start-up), and reusing that
-    connection from this loop fails with "attached to a different loop"."""
-    from arq import create_pool
-
-    from marketplace.core.redis import arq_settings, queue_name
-    from marketplace.worker import build_worker
-
-    async def run() -> int:
-        worker = build_worker(await create_pool(arq_settings(), default_queue_name=queue_name()))
-        worker.burst = True
-        try:
-            await worker.main()
-        finally:
-            await worker.close()  # closes the pool too
-        return worker.jobs_complete + worker.jobs_failed
-
-    return run
 
 
 @pytest.fixture
