@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     webhook_retry_schedule: str = Field(
         default="0,5,300,1800,7200,18000,36000,36000", alias="WEBHOOK_RETRY_SCHEDULE"
     )
+    # An endpoint whose attempts have all failed for this long is disabled (endpoint.disabled).
+    webhook_disable_after_days: float = Field(default=5, gt=0, alias="WEBHOOK_DISABLE_AFTER_DAYS")
+    # Events and delivery attempts older than this are purged daily.
+    webhook_retention_days: int = Field(default=90, ge=1, alias="WEBHOOK_RETENTION_DAYS")
     metrics_token: str | None = Field(default=None, alias="METRICS_TOKEN")
 
     # OAuth 2.0 authorization server (oauth/): access-token JWT lifetime in seconds, refresh-token
