@@ -57,5 +57,5 @@ if used == weight then redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6])) end
 redis.call('XADD', KEYS[5], '*', 't', 'u', 'r', ARGV[7], 's', ARGV[8], 'e', ARGV[9], 'c', ARGV[10],
            'p', ARGV[11], 'a', ARGV[12], 'k', ARGV[13], 'm', ARGV[14], 'pt', ARGV[15], 'u', ARGV[1],
            'ts', tostring(now))
-redis.call('HSET', KEYS[6], ARGV[13], tostring(now))
+if ARGV[13] ~= '' then redis.call('HSET', KEYS[6], ARGV[13], tostring(now)) end  -- bearer calls have no key
 return {0, now, s_rem, s_reset, m_rem, m_reset, used, 0, ''}
