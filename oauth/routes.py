@@ -8,8 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import InvalidScopeError
 from litestar import Controller, Litestar, Request, Response, delete, get, post
 from litestar.params import Parameter
 from litestar.response import Template
@@ -24,7 +22,7 @@ from marketplace.settings import get_settings
 from oauth import keys, service
 from oauth.models import OAuthApp, OAuthGrant
 from oauth.schemas import AppCreatedOut, AppIn, AppOut, GrantOut, SecretOut
-from oauth.server import SERVER, LitestarOAuth2Request, OAuthContext, OAuthUser, check_scope_syntax, run, upsert_grant
+from oauth.server import SERVER, LitestarOAuth2Request, authorization_step, run
 from oauth.tokens import KEY_RING
 from partners.publishing.models import Api, Scope
 
@@ -148,32 +146,9 @@ async def _authorize(request: Request[Any, Any, Any], db_session: AsyncSession, 
         remembered = await service.live_grant(db_session, user.id, str(client_id))
     oreq = _oauth_request(request, "GET" if decision is None else "POST", pairs)
 
-    def step(context: OAuthContext) -> tuple[str, Any]:
-        try:
-            grant = SERVER.get_consent_grant(oreq, end_user=OAuthUser(user.id) if user else None)
-        except OAuth2Error as error:
-            if error.redirect_uri:  # the client and its redirect URI are valid: tell the client
-                return "response", SERVER.handle_error_response(oreq, error)
-            return "error", error
-        if user is None:
-            return "login", None
-        requested = check_scope_syntax(oreq.scope)
-        missing = [s for s in requested if s not in allowed]
-        if missing:
-            error = InvalidScopeError(f"No live subscription of this user grants {' '.join(missing)}.",
-                                      redirect_uri=grant.redirect_uri, state=oreq.payload.state)
-            return "response", SERVER.handle_error_response(oreq, error)
-        if decision is None:
-            if remembered is not None and set(requested) <= set(remembered.scopes):
-                context.grant_id = remembered.id  # consent remembered: no page
-                return "response", SERVER.create_authorization_response(oreq, OAuthUser(user.id), grant)
-            return "consent", (grant.client.app.name, grant.redirect_uri, requested)
-        if decision == "allow":
-            context.grant_id = upsert_grant(user.id, grant.client.app.id, requested)
-            return "response", SERVER.create_authorization_response(oreq, OAuthUser(user.id), grant)
-        return "response", SERVER.create_authorization_response(oreq, None, grant)  # access_denied
-
-    kind, value = await run(db_session, request.app.state.redis, step)
+    kind, value = await run(db_session, request.app.state.redis,
+                            lambda context: authorization_step(context, oreq, user.id if user else None, allowed,
+                                                               remembered, decision))
     if kind == "error":
         return _error_page(value.error, value.get_error_description() or "The authorization request is not valid.")
     if kind == "login":

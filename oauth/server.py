@@ -27,8 +27,10 @@ from datetime import timedelta
 from typing import Any
 
 from authlib.oauth2 import AuthorizationServer as _AuthorizationServer
+from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import (
     InvalidClientError,
+    InvalidScopeError,
     OAuth2Payload,
     OAuth2Request,
 )
@@ -50,7 +52,7 @@ from oauth.grants import (
     query_app,
     upsert_grant,
 )
-from oauth.models import OAuthAccessToken, OAuthRefreshToken
+from oauth.models import OAuthAccessToken, OAuthGrant, OAuthRefreshToken
 
 # --- requests -----------------------------------------------------------------------------------
 
@@ -152,5 +154,39 @@ class AuthorizationServer(_AuthorizationServer):
 SERVER = AuthorizationServer()
 
 
-__all__ = ["SERVER", "Client", "LitestarOAuth2Request", "OAuthContext", "OAuthUser", "check_scope_syntax", "run",
-           "upsert_grant"]
+def authorization_step(context: OAuthContext, oreq: LitestarOAuth2Request, user_id: str | None,
+                       allowed: set[str], remembered: OAuthGrant | None, decision: str | None) -> tuple[str, Any]:
+    """The authorization endpoint's decision (sync, inside `run`). Returns one of
+    ("error", OAuth2Error) — show the error page, never redirect (unknown client or redirect URI);
+    ("login", None) — no session; ("consent", (app name, redirect URI, scopes)) — show the page;
+    ("response", (status, body, headers)) — redirect back to the client (code or error).
+
+    `allowed`: the scopes the user's live subscriptions grant; `remembered`: their grant for this
+    app; `decision`: None on GET, "allow"/"deny" from the consent form."""
+    try:
+        grant = SERVER.get_consent_grant(oreq, end_user=OAuthUser(user_id) if user_id else None)
+    except OAuth2Error as error:
+        if error.redirect_uri:  # the client and its redirect URI are valid: tell the client
+            return "response", SERVER.handle_error_response(oreq, error)
+        return "error", error
+    if user_id is None:
+        return "login", None
+    requested = check_scope_syntax(oreq.scope)
+    missing = [s for s in requested if s not in allowed]
+    if missing:
+        error = InvalidScopeError(f"No live subscription of this user grants {' '.join(missing)}.",
+                                  redirect_uri=grant.redirect_uri, state=oreq.payload.state)
+        return "response", SERVER.handle_error_response(oreq, error)
+    if decision is None:
+        if remembered is not None and set(requested) <= set(remembered.scopes):
+            context.grant_id = remembered.id  # consent remembered: no page
+            return "response", SERVER.create_authorization_response(oreq, OAuthUser(user_id), grant)
+        return "consent", (grant.client.app.name, grant.redirect_uri, requested)
+    if decision == "allow":
+        context.grant_id = upsert_grant(user_id, grant.client.app.id, requested)
+        return "response", SERVER.create_authorization_response(oreq, OAuthUser(user_id), grant)
+    return "response", SERVER.create_authorization_response(oreq, None, grant)  # access_denied
+
+
+__all__ = ["SERVER", "Client", "LitestarOAuth2Request", "OAuthContext", "OAuthUser", "authorization_step",
+           "check_scope_syntax", "run", "upsert_grant"]
