@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, defer
 
 from marketplace.core.errors import NotFound
-from marketplace.core.pagination import Page, clamp_limit
+from marketplace.core.pagination import Page, checked_cursor, clamp_limit
 from partners.models import Partner
 from partners.publishing.models import Api, Endpoint, Plan, PlanVersion, Scope
 
@@ -47,7 +47,7 @@ async def search(session: AsyncSession, *, q: str | None, category: str | None, 
         key, after_key = func.ts_rank(Api.search, query), func.ts_rank(after.search, query)
     else:
         key, after_key = Api.published_at, after.published_at
-    if starting_after:
+    if checked_cursor(starting_after):
         cursor_key = select(after_key).where(after.id == starting_after).scalar_subquery()
         stmt = stmt.where(tuple_(key, Api.id) < tuple_(cursor_key, starting_after))
     stmt = stmt.order_by(key.desc(), Api.id.desc())

@@ -17,6 +17,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from marketplace.core import redis as redis_keys
 from marketplace.core.errors import PROBLEM_JSON, problem_body
 from marketplace.core.ids import new_id
+from marketplace.core.security import decrypt, encrypt
 
 log = structlog.get_logger("marketplace.http")
 
@@ -64,6 +65,16 @@ class RequestContextMiddleware:
             structlog.contextvars.unbind_contextvars("request_id")
 
 
+def _seal(record: dict[str, Any]) -> str:
+    # Stored responses can hold secrets shown once (API keys, client secrets): encrypted at rest.
+    return encrypt(json.dumps(record))
+
+
+def _unseal(stored: bytes | str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(decrypt(stored.decode() if isinstance(stored, bytes) else stored))
+    return result
+
+
 class IdempotencyMiddleware:
     """Stripe-style `Idempotency-Key` for POSTs under /v1: the first response (below 500) is kept
     for 24 hours and replayed for a retry with the same key and body; the same key with another
@@ -92,13 +103,13 @@ class IdempotencyMiddleware:
             await self._problem(send, 400, "Idempotency-Key too long", "Use a key of at most 255 characters, such as a UUID.")
             return
         stored = await redis.get(store_key)
-        if stored is None and await redis.set(store_key, json.dumps({"fp": fingerprint, "pending": True}),
+        if stored is None and await redis.set(store_key, _seal({"fp": fingerprint, "pending": True}),
                                               nx=True, ex=IN_FLIGHT_TTL):
             await self._run_and_store(scope, body, send, redis, store_key, fingerprint)
             return
         if stored is None:
             stored = await redis.get(store_key)
-        record = json.loads(stored) if stored else {"pending": True, "fp": fingerprint}
+        record = _unseal(stored) if stored else {"pending": True, "fp": fingerprint}
         if record["fp"] != fingerprint:
             await self._problem(send, 422, "Idempotency key reused",
                                 "This Idempotency-Key was already used with a different request. "
@@ -145,7 +156,7 @@ class IdempotencyMiddleware:
             await redis.delete(store_key)  # a server error may be retried with the same key
             return
         record = {"fp": fingerprint, "status": status, "headers": headers, "body": b"".join(chunks).hex()}
-        await redis.set(store_key, json.dumps(record), ex=IDEMPOTENCY_TTL)
+        await redis.set(store_key, _seal(record), ex=IDEMPOTENCY_TTL)
 
     @staticmethod
     async def _problem(send: Send, status: int, title: str, detail: str) -> None:

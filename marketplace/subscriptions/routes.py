@@ -8,7 +8,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from marketplace.core.pagination import Page
+from marketplace.core.pagination import Page, checked_cursor
 from marketplace.core.security import Principal
 from marketplace.subscriptions import service
 from marketplace.subscriptions.models import ApiKey, Subscription
@@ -60,7 +60,7 @@ class SubscriptionController(Controller):
                 .where(Subscription.consumer_id == principal.user_id))
         if status:
             stmt = stmt.where(Subscription.status == status)
-        if starting_after:
+        if checked_cursor(starting_after):
             stmt = stmt.where(Subscription.id < starting_after)
         size = limit or 20
         rows = (await db_session.execute(stmt.order_by(Subscription.id.desc()).limit(size + 1))).all()

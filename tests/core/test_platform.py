@@ -44,3 +44,25 @@ async def test_idempotency_keys_are_scoped_to_the_caller(api: Api) -> None:
     a = await api.client.post("/v1/partners", json={"name": "Same"}, headers={**alice.headers, "Idempotency-Key": "k"})
     b = await api.client.post("/v1/partners", json={"name": "Same"}, headers={**bob.headers, "Idempotency-Key": "k"})
     assert a.json()["id"] != b.json()["id"]
+
+
+async def test_a_cursor_that_is_not_an_id_is_a_422_not_a_500(api: Api) -> None:
+    user = await api.signup()
+    for path in ("/v1/apis", "/v1/subscriptions", "/v1/catalog/apis"):
+        response = await api.client.get(path, params={"starting_after": "api_x\x00y"}, headers=user.headers)
+        assert_problem(response, 422, contains="starting_after")
+
+
+async def test_stored_idempotent_responses_are_encrypted_at_rest(api: Api, app) -> None:  # type: ignore[no-untyped-def]
+    user = await api.signup()
+    response = await api.client.post("/v1/tokens", json={"name": "once"},
+                                     headers={**user.headers, "Idempotency-Key": "secret-once"})
+    secret = response.json()["token"]
+    from marketplace.core.redis import key
+
+    found = False
+    async for stored_key in app.state.redis.scan_iter(match=key("idem", "*")):
+        value = await app.state.redis.get(stored_key)
+        assert secret.encode() not in value
+        found = True
+    assert found
