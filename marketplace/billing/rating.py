@@ -6,7 +6,7 @@ calculator and the invoice itself, so they can never disagree.
 Pricing models (`unit_pricing.model`, see API.md; units beyond `included_units` are "billable"):
 
 - absent / null: no usage charge (with `monthly_fee == 0`: a free plan)
-- `per_unit`  `{"unit_amount": "0.1"}`: billable × unit_amount
+- `per_unit`  `{"unit_amount": "0.1"}`: billable x unit_amount
 - `graduated` `{"tiers": [{"up_to": 100000, "unit_amount": "0.1", "flat_amount": 0}, {"up_to": null, …}]}`:
   each tier prices the units that fall inside it (like Stripe's graduated tiers); `flat_amount`
   (optional, minor units) is added once for every tier that is reached

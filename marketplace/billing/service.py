@@ -1,0 +1,250 @@
+"""Invoices: rating a subscription's period, closing periods, previews and quotes.
+
+Closing (`close_due`) takes every live subscription whose `current_period_end` ≤ the cut-off, rates
+the period with the plan version it points at, writes an invoice (draft → open, or paid at once when
+the total is 0) with one line for the plan fee (one per plan segment when the plan changed
+mid-period: prorated by day) and one per endpoint's usage, snapshots the terms, posts
+`invoice.finalized` to the ledger, and rolls the subscription to its next period (or cancels it
+when `cancel_at_period_end`). `(subscription_id, period_start)` is unique, so closing twice
+creates nothing new, and subscriptions are locked with SKIP LOCKED so two closers share the work.
+
+Late usage: each invoice stores the units and usage amount it billed for its own period. When the
+next period closes, the previous period's usage is asked for again; units that arrived since (a
+late flush, a partner's late `event_id`) are billed on the new invoice as a `late_usage` line
+priced as rate(all units) - rate(units already billed) with the previous period's terms (floored
+at 0: volume pricing never turns late usage into a credit). Usage that arrives more than one
+period late is not picked up.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from ulid import ULID
+
+from marketplace.billing import usage as usage_source
+from marketplace.billing.models import Invoice, InvoiceLine, PlanChange
+from marketplace.billing.rating import FeeLine, Rating, Terms, rate
+from marketplace.core import cache
+from marketplace.core.db import utcnow
+from marketplace.core.errors import NotFound
+from marketplace.core.events import publish
+from marketplace.core.ids import new_id
+from marketplace.ledger import service as ledger
+from marketplace.settings import get_settings
+from marketplace.subscriptions.models import Subscription
+from partners.models import Partner
+from partners.publishing.models import Api, PlanVersion
+
+
+def add_month(moment: datetime) -> datetime:
+    """The same day next month, clamped to the month's last day (Jan 31 → Feb 28/29)."""
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+async def fee_percent(session: AsyncSession, api_id: str) -> int:
+    """The platform's share for an API: the API's override, else its partner's, else PLATFORM_FEE_PERCENT."""
+    row = (await session.execute(select(Api.platform_fee_percent, Partner.platform_fee_percent)
+                                 .join(Partner, Partner.id == Api.partner_id).where(Api.id == api_id))).first()
+    if row is not None and row[0] is not None:
+        return int(row[0])
+    if row is not None and row[1] is not None:
+        return int(row[1])
+    return get_settings().platform_fee_percent
+
+
+async def terms_for(session: AsyncSession, plan_version_id: str) -> Terms:
+    version = await session.get(PlanVersion, plan_version_id)
+    if version is None:
+        raise NotFound(f"No plan version {plan_version_id!r}.")
+    return Terms.from_plan_version(version)
+
+
+@dataclass(frozen=True)
+class PeriodRating:
+    terms: Terms
+    rating: Rating
+    lines: tuple[FeeLine, ...]  # fee segments (prorated) + usage lines
+
+    @property
+    def total(self) -> int:
+        return sum(line.amount for line in self.lines)
+
+
+def _days(start: datetime, end: datetime) -> int:
+    return max(0, (end.date() - start.date()).days)
+
+
+async def rate_period(session: AsyncSession, sub: Subscription, start: datetime, end: datetime,
+                      *, until: datetime | None = None) -> PeriodRating:
+    """Rate `sub` for [start, end). Usage is read up to `until` (default `end`: previews pass now)."""
+    terms = await terms_for(session, sub.plan_version_id)
+    used = await usage_source.usage_for_period(session, sub.id, start, until or end)
+    rating = rate(terms, used)
+    changes: Sequence[PlanChange] = (await session.scalars(
+        select(PlanChange).where(PlanChange.subscription_id == sub.id, PlanChange.changed_at > start,
+                                 PlanChange.changed_at < end).order_by(PlanChange.changed_at))).all()
+    if not changes:
+        return PeriodRating(terms, rating, rating.lines)
+    # Prorate the monthly fee by day over the plan segments; usage is rated with the final plan.
+    period_days = _days(start, end) or 1
+    bounds = [start, *[c.changed_at for c in changes], end]
+    versions = [changes[0].from_plan_version_id, *[c.to_plan_version_id for c in changes]]
+    fee_lines: list[FeeLine] = []
+    for seg_start, seg_end, version_id in zip(bounds, bounds[1:], versions, strict=True):
+        seg_terms = await terms_for(session, version_id)
+        days = _days(seg_start, seg_end)
+        if not seg_terms.monthly_fee or days == 0:
+            continue
+        seg = rate(seg_terms, [], fee_fraction=Decimal(days) / Decimal(period_days),
+                   fee_description=f"{seg_terms.name or 'Plan'} — monthly fee, {days} of {period_days} days")
+        fee_lines.extend(seg.lines)
+    usage_lines = tuple(line for line in rating.lines if line.kind != "plan_fee")
+    return PeriodRating(terms, rating, (*fee_lines, *usage_lines))
+
+
+async def record_plan_change(session: AsyncSession, subscription_id: str, from_plan_version_id: str,
+                             to_plan_version_id: str, at: datetime | None = None) -> None:
+    """Called by the subscriptions domain when a subscription changes plan mid-period (for proration)."""
+    session.add(PlanChange(id=f"pc_{str(ULID()).lower()}", subscription_id=subscription_id,
+                           from_plan_version_id=from_plan_version_id, to_plan_version_id=to_plan_version_id,
+                           changed_at=at or utcnow()))
+
+
+async def _late_usage_line(session: AsyncSession, sub: Subscription) -> FeeLine | None:
+    previous = await session.scalar(select(Invoice).where(
+        Invoice.subscription_id == sub.id, Invoice.period_end == sub.current_period_start,
+        Invoice.status != "void"))
+    if previous is None:
+        return None
+    used = await usage_source.usage_for_period(session, sub.id, previous.period_start, previous.period_end)
+    units = sum(u.units for u in used)
+    if units <= previous.usage_units:
+        return None
+    terms = Terms.from_snapshot(previous.terms)
+    amount = max(0, rate(terms, used).usage_amount - previous.usage_amount)
+    late = units - previous.usage_units
+    return FeeLine(kind="late_usage", amount=amount, quantity=late,
+                   description=f"Late usage for {previous.period_start.date()} – {previous.period_end.date()} "
+                               f"(invoice #{previous.number}): {late} units")
+
+
+async def close_subscription(session: AsyncSession, sub: Subscription, *, percent: int | None = None) -> Invoice | None:
+    """Invoice `sub`'s current period and roll it; None if that period was already invoiced."""
+    start, end = sub.current_period_start, sub.current_period_end
+    period = await rate_period(session, sub, start, end)
+    late = await _late_usage_line(session, sub)
+    lines = [*period.lines, *([late] if late else [])]
+    total = sum(line.amount for line in lines)
+    now = utcnow()
+    invoice_id = new_id("invoice")
+    inserted = await session.scalar(insert(Invoice).values(
+        id=invoice_id, consumer_id=sub.consumer_id, subscription_id=sub.id, partner_id=sub.partner_id,
+        api_id=sub.api_id, plan_version_id=sub.plan_version_id, status="draft", currency=period.terms.currency,
+        period_start=start, period_end=end, total=total, usage_units=period.rating.units,
+        usage_amount=period.rating.usage_amount, terms=period.terms.snapshot(),
+        platform_fee_percent=percent if percent is not None else await fee_percent(session, sub.api_id),
+        platform_fee_amount=0, partner_amount=0, amount_refunded=0, amount_disputed=0, attempt_count=0,
+        created_at=now, updated_at=now,
+    ).on_conflict_do_nothing(index_elements=["subscription_id", "period_start"]).returning(Invoice.id))
+    if inserted is None:
+        _roll(session, sub)
+        return None
+    if lines:
+        await session.execute(insert(InvoiceLine), [
+            {"id": new_id("invoice_line"), "invoice_id": invoice_id, "position": i, "kind": line.kind,
+             "description": line.description, "quantity": line.quantity, "calls": line.calls, "amount": line.amount,
+             "endpoint_id": line.endpoint_id, "method": line.method, "path": line.path,
+             "period_start": start, "period_end": end} for i, line in enumerate(lines)])
+    invoice = await session.get(Invoice, invoice_id)
+    assert invoice is not None
+    await finalize(session, invoice)
+    _roll(session, sub)
+    return invoice
+
+
+async def finalize(session: AsyncSession, invoice: Invoice) -> None:
+    """draft → open (owed; charged by a job) or → paid at once when nothing is owed."""
+    now = utcnow()
+    invoice.finalized_at = now
+    if invoice.total == 0:
+        invoice.status, invoice.paid_at = "paid", now
+    else:
+        invoice.status = "open"
+        await ledger.post_invoice_finalized(session, invoice_id=invoice.id, consumer_id=invoice.consumer_id,
+                                            partner_id=invoice.partner_id, currency=invoice.currency,
+                                            total=invoice.total, at=now)
+    publish(session, "invoice.finalized", invoice_event(invoice), consumer_id=invoice.consumer_id)
+    if invoice.status == "paid":
+        publish(session, "invoice.paid", invoice_event(invoice), consumer_id=invoice.consumer_id)
+
+
+def invoice_event(invoice: Invoice) -> dict[str, object]:
+    return {"id": invoice.id, "number": invoice.number, "subscription_id": invoice.subscription_id,
+            "status": invoice.status, "total": invoice.total, "currency": invoice.currency,
+            "period_start": invoice.period_start.isoformat(), "period_end": invoice.period_end.isoformat()}
+
+
+def _roll(session: AsyncSession, sub: Subscription) -> None:
+    if sub.cancel_at_period_end:
+        sub.status, sub.canceled_at = "canceled", utcnow()
+    else:
+        sub.current_period_start = sub.current_period_end
+        sub.current_period_end = add_month(sub.current_period_end)
+    sub.revision += 1
+    cache.invalidate_after_commit(session, "subscription", sub.id)
+
+
+async def close_due(session: AsyncSession, period_end: datetime, *, batch: int = 500) -> list[str]:
+    """Close one batch of subscriptions whose period ended by `period_end`; returns the new invoice ids.
+
+    Call repeatedly (each call in its own transaction) until it returns fewer closes than `batch`
+    subscriptions; `close_all` does that."""
+    subs = (await session.scalars(
+        select(Subscription).where(Subscription.status != "canceled", Subscription.current_period_end <= period_end)
+        .order_by(Subscription.current_period_end, Subscription.id).limit(batch).with_for_update(skip_locked=True)
+    )).all()
+    percents: dict[str, int] = {}
+    created: list[str] = []
+    for sub in subs:
+        if sub.api_id not in percents:
+            percents[sub.api_id] = await fee_percent(session, sub.api_id)
+        invoice = await close_subscription(session, sub, percent=percents[sub.api_id])
+        if invoice is not None:
+            created.append(invoice.id)
+    session.info["closed_count"] = len(subs)
+    return created
+
+
+async def close_all(sessionmaker: object, period_end: datetime, *, batch: int = 500) -> tuple[int, list[str]]:
+    """Close every due subscription, one transaction per batch. Returns (subscriptions closed, open invoice ids)."""
+    closed = 0
+    to_charge: list[str] = []
+    while True:
+        async with sessionmaker.begin() as session:  # type: ignore[attr-defined]
+            created = await close_due(session, period_end, batch=batch)
+            count = session.info.get("closed_count", 0)
+            if created:
+                to_charge.extend((await session.scalars(
+                    select(Invoice.id).where(Invoice.id.in_(created), Invoice.status == "open"))).all())
+        closed += count
+        if count < batch:
+            return closed, to_charge
+
+
+async def void_invoice(session: AsyncSession, invoice: Invoice) -> None:
+    if invoice.status not in ("open", "failed"):
+        return
+    await ledger.post_invoice_voided(session, invoice_id=invoice.id, consumer_id=invoice.consumer_id,
+                                     partner_id=invoice.partner_id, currency=invoice.currency, total=invoice.total)
+    await session.execute(update(Invoice).where(Invoice.id == invoice.id).values(
+        status="void", voided_at=utcnow(), next_attempt_at=None))
