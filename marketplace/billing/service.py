@@ -100,7 +100,7 @@ async def rate_period(session: AsyncSession, sub: Subscription, start: datetime,
     bounds = [start, *[c.changed_at for c in changes], end]
     versions = [changes[0].from_plan_version_id, *[c.to_plan_version_id for c in changes]]
     fee_lines: list[FeeLine] = []
-    for seg_start, seg_end, version_id in zip(bounds, bounds[1:], versions, strict=True):
+    for seg_start, seg_end, version_id in zip(bounds[:-1], bounds[1:], versions, strict=True):
         seg_terms = await terms_for(session, version_id)
         days = _days(seg_start, seg_end)
         if not seg_terms.monthly_fee or days == 0:

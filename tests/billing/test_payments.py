@@ -108,7 +108,7 @@ async def test_usage_to_a_paid_invoice_to_ledger_entries(api: Api, sessionmaker:
     assert len(invoices) == 1
     invoice = (await api.client.get(f"/v1/invoices/{invoices[0]['id']}", headers=world.consumer.headers)).json()
     assert invoice["status"] == "paid" and invoice["receipt_url"] == RECEIPT
-    # 4,000 units − 1,000 included = 3,000 × 0.5 = 1,500, shared 3:1 between the endpoints
+    # 4,000 units - 1,000 included = 3,000 x 0.5 = 1,500, shared 3:1 between the endpoints
     assert [(line["kind"], line["amount"], line["quantity"]) for line in invoice["lines"]] == [
         ("plan_fee", 4900, 1), ("usage", 1125, 3000), ("usage", 375, 1000)]
     assert invoice["total"] == 6400 and invoice["plan"]["monthly_fee"] == 4900

@@ -94,9 +94,9 @@ def test_units_past_a_hard_quota_are_not_billed() -> None:
 def test_fractional_tier_prices_sum_exactly_before_rounding() -> None:
     t = terms(unit_pricing={"model": "graduated", "tiers": [{"up_to": 3, "unit_amount": "0.333"},
                                                             {"up_to": None, "unit_amount": "0.0005"}]})
-    # 3 × 0.333 + 2 × 0.0005 = 1.000 → 1
+    # 3 x 0.333 + 2 x 0.0005 = 1.000 → 1
     assert rate(t, usage(5)).total == 1
-    # 0.999 + 1000 × 0.0005 = 1.499 → 1; 0.999 + 1002 × 0.0005 = 1.500 → 2 (half-up, once)
+    # 0.999 + 1000 x 0.0005 = 1.499 → 1; 0.999 + 1002 x 0.0005 = 1.500 → 2 (half-up, once)
     assert rate(t, usage(1003)).total == 1
     assert rate(t, usage(1005)).total == 2
     assert rate(t, usage(2003)).exact_usage_amount == Decimal("1.999")
