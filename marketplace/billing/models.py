@@ -39,8 +39,8 @@ class Invoice(IdMixin, TimestampMixin, Base):
         Index("ix_invoices_partner_paid", "partner_id", "paid_at"),
     )
 
-    number: Mapped[int] = mapped_column(BigInteger, invoice_number_seq, server_default=invoice_number_seq.next_value(),
-                                        unique=True)
+    # Sequential, from a PostgreSQL sequence (gaps only where a transaction rolled back).
+    number: Mapped[int] = mapped_column(BigInteger, server_default=invoice_number_seq.next_value(), unique=True)
     consumer_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
     partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id", ondelete="CASCADE"))

@@ -19,10 +19,11 @@ period late is not picked up.
 from __future__ import annotations
 
 import calendar
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -31,11 +32,11 @@ from ulid import ULID
 
 from marketplace.billing import usage as usage_source
 from marketplace.billing.models import Invoice, InvoiceLine, PlanChange
-from marketplace.billing.rating import FeeLine, Rating, Terms, rate
+from marketplace.billing.rating import EndpointUsage, FeeLine, Rating, Terms, rate
 from marketplace.core import cache
 from marketplace.core.db import utcnow
 from marketplace.core.errors import NotFound
-from marketplace.core.events import publish
+from marketplace.core.events import Event
 from marketplace.core.ids import new_id
 from marketplace.ledger import service as ledger
 from marketplace.settings import get_settings
@@ -120,72 +121,111 @@ async def record_plan_change(session: AsyncSession, subscription_id: str, from_p
                            changed_at=at or utcnow()))
 
 
-async def _late_usage_line(session: AsyncSession, sub: Subscription) -> FeeLine | None:
-    previous = await session.scalar(select(Invoice).where(
-        Invoice.subscription_id == sub.id, Invoice.period_end == sub.current_period_start,
-        Invoice.status != "void"))
-    if previous is None:
-        return None
-    used = await usage_source.usage_for_period(session, sub.id, previous.period_start, previous.period_end)
+def _late_usage_line(previous: Invoice, used: Sequence[EndpointUsage]) -> FeeLine | None:
     units = sum(u.units for u in used)
     if units <= previous.usage_units:
         return None
-    terms = Terms.from_snapshot(previous.terms)
-    amount = max(0, rate(terms, used).usage_amount - previous.usage_amount)
+    amount = max(0, rate(Terms.from_snapshot(previous.terms), used).usage_amount - previous.usage_amount)
     late = units - previous.usage_units
     return FeeLine(kind="late_usage", amount=amount, quantity=late,
-                   description=f"Late usage for {previous.period_start.date()} – {previous.period_end.date()} "
+                   description=f"Late usage for {previous.period_start.date()} - {previous.period_end.date()} "
                                f"(invoice #{previous.number}): {late} units")
 
 
-async def close_subscription(session: AsyncSession, sub: Subscription, *, percent: int | None = None) -> Invoice | None:
-    """Invoice `sub`'s current period and roll it; None if that period was already invoiced."""
-    start, end = sub.current_period_start, sub.current_period_end
-    period = await rate_period(session, sub, start, end)
-    late = await _late_usage_line(session, sub)
-    lines = [*period.lines, *([late] if late else [])]
-    total = sum(line.amount for line in lines)
+async def fee_percents(session: AsyncSession, api_ids: Iterable[str]) -> dict[str, int]:
+    default = get_settings().platform_fee_percent
+    rows = await session.execute(select(Api.id, Api.platform_fee_percent, Partner.platform_fee_percent)
+                                 .join(Partner, Partner.id == Api.partner_id).where(Api.id.in_(set(api_ids))))
+    return {a: int(x if x is not None else y if y is not None else default) for a, x, y in rows}
+
+
+async def close_subscriptions(session: AsyncSession, subs: Sequence[Subscription]) -> list[Invoice]:
+    """Invoice each subscription's current period and roll it, in a few statements for the whole batch.
+    Returns the invoices created (a period invoiced before is skipped, but the subscription still rolls)."""
+    if not subs:
+        return []
+    ids = [s.id for s in subs]
+    versions = {v.id: Terms.from_plan_version(v) for v in (await session.scalars(
+        select(PlanVersion).where(PlanVersion.id.in_({s.plan_version_id for s in subs})))).all()}
+    percents = await fee_percents(session, {s.api_id for s in subs})
+    changed = set((await session.scalars(select(PlanChange.subscription_id).where(
+        PlanChange.subscription_id.in_(ids)).distinct())).all())
+    starts = {s.id: s.current_period_start for s in subs}
+    previous = {inv.subscription_id: inv for inv in (await session.scalars(select(Invoice).where(
+        Invoice.subscription_id.in_(ids), Invoice.status != "void",
+        Invoice.period_end.in_(set(starts.values()))))).all() if inv.period_end == starts[inv.subscription_id]}
+    used = await usage_source.usage_for_periods(
+        session, [(s.id, s.current_period_start, s.current_period_end) for s in subs if s.id not in changed])
+    late_used = await usage_source.usage_for_periods(
+        session, [(p.subscription_id, p.period_start, p.period_end) for p in previous.values()])
     now = utcnow()
-    invoice_id = new_id("invoice")
-    inserted = await session.scalar(insert(Invoice).values(
-        id=invoice_id, consumer_id=sub.consumer_id, subscription_id=sub.id, partner_id=sub.partner_id,
-        api_id=sub.api_id, plan_version_id=sub.plan_version_id, status="draft", currency=period.terms.currency,
-        period_start=start, period_end=end, total=total, usage_units=period.rating.units,
-        usage_amount=period.rating.usage_amount, terms=period.terms.snapshot(),
-        platform_fee_percent=percent if percent is not None else await fee_percent(session, sub.api_id),
-        platform_fee_amount=0, partner_amount=0, amount_refunded=0, amount_disputed=0, attempt_count=0,
-        created_at=now, updated_at=now,
-    ).on_conflict_do_nothing(index_elements=["subscription_id", "period_start"]).returning(Invoice.id))
-    if inserted is None:
+    drafts: list[dict[str, Any]] = []
+    lines_by_sub: dict[str, list[FeeLine]] = {}
+    for sub in subs:
+        if sub.id in changed:  # rare: prorated segments, rated one by one
+            period = await rate_period(session, sub, sub.current_period_start, sub.current_period_end)
+            terms, rating, lines = period.terms, period.rating, list(period.lines)
+        else:
+            terms = versions[sub.plan_version_id]
+            rating = rate(terms, used[sub.id])
+            lines = list(rating.lines)
+        if sub.id in previous:
+            late = _late_usage_line(previous[sub.id], late_used.get(sub.id, []))
+            if late is not None:
+                lines.append(late)
+        total = sum(line.amount for line in lines)
+        lines_by_sub[sub.id] = lines
+        drafts.append({
+            "id": new_id("invoice"), "consumer_id": sub.consumer_id, "subscription_id": sub.id,
+            "partner_id": sub.partner_id, "api_id": sub.api_id, "plan_version_id": sub.plan_version_id,
+            # draft -> open (or paid when nothing is owed) happens inside this transaction
+            "status": "open" if total > 0 else "paid", "currency": terms.currency,
+            "period_start": sub.current_period_start, "period_end": sub.current_period_end, "total": total,
+            "usage_units": rating.units, "usage_amount": rating.usage_amount, "terms": terms.snapshot(),
+            "platform_fee_percent": percents.get(sub.api_id, get_settings().platform_fee_percent),
+            "platform_fee_amount": 0, "partner_amount": 0, "amount_refunded": 0, "amount_disputed": 0,
+            "attempt_count": 0, "finalized_at": now, "paid_at": now if total == 0 else None,
+            "created_at": now, "updated_at": now})
+    created: dict[str, int] = {}
+    for chunk in range(0, len(drafts), 500):
+        rows = await session.execute(insert(Invoice).values(drafts[chunk:chunk + 500])
+                                     .on_conflict_do_nothing(index_elements=["subscription_id", "period_start"])
+                                     .returning(Invoice.id, Invoice.number))
+        created.update({i: int(n) for i, n in rows})
+    fresh = [d for d in drafts if d["id"] in created]
+    line_rows = [{"id": new_id("invoice_line"), "invoice_id": d["id"], "position": i, "kind": line.kind,
+                  "description": line.description, "quantity": line.quantity, "calls": line.calls,
+                  "amount": line.amount, "endpoint_id": line.endpoint_id, "method": line.method, "path": line.path,
+                  "period_start": d["period_start"], "period_end": d["period_end"]}
+                 for d in fresh for i, line in enumerate(lines_by_sub[d["subscription_id"]])]
+    if line_rows:
+        await session.execute(insert(InvoiceLine), line_rows)
+    await ledger.post_many(session, [ledger.invoice_finalized(
+        invoice_id=d["id"], consumer_id=d["consumer_id"], partner_id=d["partner_id"], currency=d["currency"],
+        total=d["total"], at=now) for d in fresh if d["total"] > 0])
+    events = []
+    for d in fresh:
+        data = {"id": d["id"], "number": created[d["id"]], "subscription_id": d["subscription_id"],
+                "status": d["status"], "total": d["total"], "currency": d["currency"],
+                "period_start": d["period_start"].isoformat(), "period_end": d["period_end"].isoformat()}
+        events.append({"id": new_id("event"), "type": "invoice.finalized", "data": data, "partner_id": None,
+                       "consumer_id": d["consumer_id"], "created_at": now})
+        if d["status"] == "paid":
+            events.append({"id": new_id("event"), "type": "invoice.paid", "data": data, "partner_id": None,
+                           "consumer_id": d["consumer_id"], "created_at": now})
+    if events:
+        await session.execute(insert(Event), events)
+    for sub in subs:
         _roll(session, sub)
-        return None
-    if lines:
-        await session.execute(insert(InvoiceLine), [
-            {"id": new_id("invoice_line"), "invoice_id": invoice_id, "position": i, "kind": line.kind,
-             "description": line.description, "quantity": line.quantity, "calls": line.calls, "amount": line.amount,
-             "endpoint_id": line.endpoint_id, "method": line.method, "path": line.path,
-             "period_start": start, "period_end": end} for i, line in enumerate(lines)])
-    invoice = await session.get(Invoice, invoice_id)
-    assert invoice is not None
-    await finalize(session, invoice)
-    _roll(session, sub)
-    return invoice
+    if not fresh:
+        return []
+    return list((await session.scalars(select(Invoice).where(Invoice.id.in_([d["id"] for d in fresh])))).all())
 
 
-async def finalize(session: AsyncSession, invoice: Invoice) -> None:
-    """draft → open (owed; charged by a job) or → paid at once when nothing is owed."""
-    now = utcnow()
-    invoice.finalized_at = now
-    if invoice.total == 0:
-        invoice.status, invoice.paid_at = "paid", now
-    else:
-        invoice.status = "open"
-        await ledger.post_invoice_finalized(session, invoice_id=invoice.id, consumer_id=invoice.consumer_id,
-                                            partner_id=invoice.partner_id, currency=invoice.currency,
-                                            total=invoice.total, at=now)
-    publish(session, "invoice.finalized", invoice_event(invoice), consumer_id=invoice.consumer_id)
-    if invoice.status == "paid":
-        publish(session, "invoice.paid", invoice_event(invoice), consumer_id=invoice.consumer_id)
+async def close_subscription(session: AsyncSession, sub: Subscription) -> Invoice | None:
+    """Invoice `sub`'s current period and roll it; None if that period was already invoiced."""
+    created = await close_subscriptions(session, [sub])
+    return created[0] if created else None
 
 
 def invoice_event(invoice: Invoice) -> dict[str, object]:
@@ -207,30 +247,22 @@ def _roll(session: AsyncSession, sub: Subscription) -> None:
 async def close_due(session: AsyncSession, period_end: datetime, *, batch: int = 500) -> list[str]:
     """Close one batch of subscriptions whose period ended by `period_end`; returns the new invoice ids.
 
-    Call repeatedly (each call in its own transaction) until it returns fewer closes than `batch`
-    subscriptions; `close_all` does that."""
+    Call repeatedly (each call in its own transaction) until fewer than `batch` subscriptions were
+    due; `close_all` does that. SKIP LOCKED lets several closers share the work."""
     subs = (await session.scalars(
         select(Subscription).where(Subscription.status != "canceled", Subscription.current_period_end <= period_end)
         .order_by(Subscription.current_period_end, Subscription.id).limit(batch).with_for_update(skip_locked=True)
     )).all()
-    percents: dict[str, int] = {}
-    created: list[str] = []
-    for sub in subs:
-        if sub.api_id not in percents:
-            percents[sub.api_id] = await fee_percent(session, sub.api_id)
-        invoice = await close_subscription(session, sub, percent=percents[sub.api_id])
-        if invoice is not None:
-            created.append(invoice.id)
     session.info["closed_count"] = len(subs)
-    return created
+    return [invoice.id for invoice in await close_subscriptions(session, subs)]
 
 
-async def close_all(sessionmaker: object, period_end: datetime, *, batch: int = 500) -> tuple[int, list[str]]:
+async def close_all(sessionmaker: Any, period_end: datetime, *, batch: int = 500) -> tuple[int, list[str]]:
     """Close every due subscription, one transaction per batch. Returns (subscriptions closed, open invoice ids)."""
     closed = 0
     to_charge: list[str] = []
     while True:
-        async with sessionmaker.begin() as session:  # type: ignore[attr-defined]
+        async with sessionmaker.begin() as session:
             created = await close_due(session, period_end, batch=batch)
             count = session.info.get("closed_count", 0)
             if created:

@@ -27,7 +27,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -59,46 +59,77 @@ class Leg:
     amount: int  # debit +, credit -
 
 
-async def account_id(session: AsyncSession, kind: str, owner_id: str, currency: str) -> int:
+async def account_ids(session: AsyncSession, keys: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str, str], int]:
+    """Ids of the accounts (kind, owner_id, currency), created when missing (two queries for any number)."""
     cache: dict[tuple[str, str, str], int] = session.info.setdefault("ledger_accounts", {})
-    key = (kind, owner_id, currency)
-    if key in cache:
-        return cache[key]
-    found = await session.scalar(
-        insert(LedgerAccount).values(kind=kind, owner_id=owner_id, currency=currency, created_at=utcnow())
-        .on_conflict_do_nothing().returning(LedgerAccount.id)
-    )
-    if found is None:
-        found = await session.scalar(select(LedgerAccount.id).where(
-            LedgerAccount.kind == kind, LedgerAccount.owner_id == owner_id, LedgerAccount.currency == currency))
-    cache[key] = int(found)  # type: ignore[arg-type]
-    return cache[key]
+    missing = sorted({k for k in keys if k not in cache})
+    if missing:
+        now = utcnow()
+        await session.execute(insert(LedgerAccount).values(
+            [{"kind": k, "owner_id": o, "currency": c, "created_at": now} for k, o, c in missing]).on_conflict_do_nothing())
+        rows = await session.execute(select(LedgerAccount.kind, LedgerAccount.owner_id, LedgerAccount.currency,
+                                            LedgerAccount.id)
+                                     .where(tuple_(LedgerAccount.kind, LedgerAccount.owner_id, LedgerAccount.currency)
+                                            .in_(missing)))
+        for k, o, c, i in rows:
+            cache[(k, o, c)] = int(i)
+    return cache
+
+
+async def account_id(session: AsyncSession, kind: str, owner_id: str, currency: str) -> int:
+    return (await account_ids(session, [(kind, owner_id, currency)]))[(kind, owner_id, currency)]
+
+
+@dataclass(frozen=True)
+class Posting:
+    kind: str
+    reference: str
+    currency: str
+    legs: Sequence[Leg]
+    invoice_id: str | None = None
+    partner_id: str | None = None
+    memo: dict[str, Any] | None = None
+    at: datetime | None = None
+
+
+async def post_many(session: AsyncSession, postings: Sequence[Posting]) -> dict[tuple[str, str], str]:
+    """Record many balanced transactions in a few statements; returns {(kind, reference): id} of the
+    ones recorded now (those posted before are skipped: posting is idempotent per (kind, reference))."""
+    if not postings:
+        return {}
+    for p in postings:
+        if sum(leg.amount for leg in p.legs) != 0:
+            raise UnbalancedTransaction(f"{p.kind} {p.reference}: legs sum to {sum(leg.amount for leg in p.legs)}, not 0")
+    now = utcnow()
+    created: dict[tuple[str, str], str] = {}
+    for chunk in range(0, len(postings), 1000):
+        part = postings[chunk:chunk + 1000]
+        rows = await session.execute(
+            insert(LedgerTransaction).values([
+                {"id": new_id("ledger_tx"), "kind": p.kind, "reference": p.reference, "currency": p.currency,
+                 "invoice_id": p.invoice_id, "partner_id": p.partner_id, "memo": p.memo or {}, "created_at": p.at or now}
+                for p in part])
+            .on_conflict_do_nothing(index_elements=["kind", "reference"])
+            .returning(LedgerTransaction.id, LedgerTransaction.kind, LedgerTransaction.reference))
+        for tx_id, kind, reference in rows:
+            created[(kind, reference)] = str(tx_id)
+    fresh = [p for p in postings if (p.kind, p.reference) in created]
+    ids = await account_ids(session, [(leg.kind, leg.owner_id, p.currency) for p in fresh for leg in p.legs])
+    entries = [{"id": new_id("ledger_entry"), "transaction_id": created[(p.kind, p.reference)], "currency": p.currency,
+                "created_at": p.at or now, "amount": leg.amount, "account_id": ids[(leg.kind, leg.owner_id, p.currency)]}
+               for p in fresh for leg in p.legs if leg.amount != 0]
+    if entries:
+        await session.execute(insert(LedgerEntry), entries)
+    return created
 
 
 async def post(session: AsyncSession, *, kind: str, reference: str, currency: str, legs: Sequence[Leg],
                invoice_id: str | None = None, partner_id: str | None = None, memo: dict[str, Any] | None = None,
                at: datetime | None = None) -> str | None:
     """Record one balanced transaction; returns its id, or None if (kind, reference) was posted before."""
-    if sum(leg.amount for leg in legs) != 0:
-        raise UnbalancedTransaction(f"{kind} {reference}: legs sum to {sum(leg.amount for leg in legs)}, not 0")
-    when = at or utcnow()
-    tx_id = await session.scalar(
-        insert(LedgerTransaction).values(id=new_id("ledger_tx"), kind=kind, reference=reference, currency=currency,
-                                         invoice_id=invoice_id, partner_id=partner_id, memo=memo or {},
-                                         created_at=when)
-        .on_conflict_do_nothing(index_elements=["kind", "reference"]).returning(LedgerTransaction.id)
-    )
-    if tx_id is None:
-        return None
-    rows = []
-    for leg in legs:
-        if leg.amount == 0:
-            continue
-        rows.append({"id": new_id("ledger_entry"), "transaction_id": tx_id, "currency": currency, "created_at": when,
-                     "amount": leg.amount, "account_id": await account_id(session, leg.kind, leg.owner_id, currency)})
-    if rows:
-        await session.execute(insert(LedgerEntry), rows)
-    return str(tx_id)
+    created = await post_many(session, [Posting(kind=kind, reference=reference, currency=currency, legs=legs,
+                                                invoice_id=invoice_id, partner_id=partner_id, memo=memo, at=at)])
+    return created.get((kind, reference))
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -169,11 +200,18 @@ def reversal_parts(cumulative: int, fee: int, share: int) -> tuple[int, int]:
     return f, s
 
 
+def invoice_finalized(*, invoice_id: str, consumer_id: str, partner_id: str, currency: str, total: int,
+                      at: datetime | None = None) -> Posting:
+    return Posting(kind="invoice.finalized", reference=invoice_id, currency=currency, invoice_id=invoice_id,
+                   partner_id=partner_id, at=at,
+                   legs=[Leg(CONSUMER_RECEIVABLE, consumer_id, total), Leg(DEFERRED_REVENUE, "", -total)])
+
+
 async def post_invoice_finalized(session: AsyncSession, *, invoice_id: str, consumer_id: str, partner_id: str,
                                  currency: str, total: int, at: datetime | None = None) -> str | None:
-    return await post(session, kind="invoice.finalized", reference=invoice_id, currency=currency,
-                      invoice_id=invoice_id, partner_id=partner_id, at=at,
-                      legs=[Leg(CONSUMER_RECEIVABLE, consumer_id, total), Leg(DEFERRED_REVENUE, "", -total)])
+    posting = invoice_finalized(invoice_id=invoice_id, consumer_id=consumer_id, partner_id=partner_id,
+                                currency=currency, total=total, at=at)
+    return (await post_many(session, [posting])).get((posting.kind, posting.reference))
 
 
 async def post_invoice_voided(session: AsyncSession, *, invoice_id: str, consumer_id: str, partner_id: str,
