@@ -21,6 +21,7 @@ from typing import Any
 import stripe
 from redis.asyncio import Redis
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from ulid import ULID
 
@@ -51,11 +52,14 @@ def _value(obj: Any, name: str) -> Any:
 # ---- customers and payment methods ------------------------------------------------------------
 
 async def customer_row(session: AsyncSession, consumer_id: str) -> BillingCustomer:
-    row = await session.get(BillingCustomer, consumer_id, with_for_update=True)
-    if row is None:
-        row = BillingCustomer(consumer_id=consumer_id)
-        session.add(row)
-        await session.flush()
+    """The consumer's billing row, created if missing, locked for this transaction (two concurrent
+    setups wait for each other instead of creating two Stripe customers)."""
+    now = utcnow()
+    await session.execute(insert(BillingCustomer).values(consumer_id=consumer_id, created_at=now, updated_at=now)
+                          .on_conflict_do_nothing(index_elements=["consumer_id"]))
+    row = await session.scalar(select(BillingCustomer).where(BillingCustomer.consumer_id == consumer_id)
+                               .with_for_update().execution_options(populate_existing=True))
+    assert row is not None
     return row
 
 
@@ -175,6 +179,10 @@ async def call_stripe(session: AsyncSession, attempt: PaymentAttempt) -> tuple[s
         error = exc.error
         return "failed", {"message": str(_value(error, "message") or exc.user_message or "card declined"),
                           "payment_intent": _value(_value(error, "payment_intent"), "id")}
+    except stripe.StripeError as exc:
+        # Not a decline (network, rate limit, Stripe outage…): keep the attempt pending and retry it
+        # later with the same idempotency key, so Stripe answers with the same PaymentIntent.
+        return "error", {"message": f"{type(exc).__name__}: {exc.user_message or 'Stripe request failed'}"}
     status = _value(intent, "status")
     if status == "succeeded":
         return "succeeded", intent
@@ -260,6 +268,9 @@ async def record_outcome(session: AsyncSession, attempt_id: str, outcome: str, o
                         receipt_url=None if isinstance(charge, str) else _value(charge, "receipt_url"))
     elif outcome == "failed":
         await mark_failed(session, invoice, message=obj["message"], payment_intent_id=obj.get("payment_intent"))
+    elif outcome == "error":
+        attempt.error = obj["message"]
+        invoice.next_attempt_at = utcnow() + timedelta(minutes=15)
     elif outcome == "no_method":
         attempt.status = "failed"
         attempt.error = "no payment method"

@@ -62,7 +62,7 @@ async def billing_maintenance(ctx: dict[str, Any]) -> dict[str, int]:
         await session.flush()
         for sub in overdue:
             await payments.sync_block(session, redis, sub.id)
-        due = (await session.scalars(select(Invoice.id).where(Invoice.status == "failed",
+        due = (await session.scalars(select(Invoice.id).where(Invoice.status.in_(("open", "failed")),
                                                               Invoice.next_attempt_at <= now))).all()
         stale = (await session.scalars(select(StripeEvent.id).where(
             StripeEvent.processed_at.is_(None), StripeEvent.received_at <= now - timedelta(minutes=1)))).all()

@@ -287,3 +287,56 @@ async def test_without_a_payment_method_the_invoice_fails_and_subscribing_needs_
     await run_jobs()
     invoice = (await api.client.get("/v1/invoices", headers=world.consumer.headers)).json()["data"][0]
     assert invoice["status"] == "failed" and "/v1/billing/setup" in invoice["failure_message"]
+
+
+async def test_a_stripe_outage_is_retried_with_the_same_key_and_a_dispute_reverses_the_split(
+        api: Api, sessionmaker: Any, usage: FakeUsage, stripe_on: respx.MockRouter, run_jobs: Any,
+        worker_ctx: dict[str, Any]) -> None:
+    routes = mock_stripe(stripe_on)
+    routes["payment_intent"].mock(return_value=httpx.Response(
+        500, json={"error": {"type": "api_error", "message": "Stripe is having a moment"}},
+        headers={"stripe-should-retry": "false"}))
+    operator = await make_operator(api, sessionmaker)
+    world = await make_world(api, sessionmaker, period_start=START, period_end=END, monthly_fee=999,
+                             unit_pricing={}, fee_percent=10)
+    await save_card(api, world, run_jobs)
+    await close(api, operator)
+    await run_jobs()
+    invoice = (await api.client.get("/v1/invoices", headers=world.consumer.headers)).json()["data"][0]
+    assert invoice["status"] == "open" and invoice["next_attempt_at"] is not None  # not a decline: retried later
+
+    set_charge_outcome(routes["payment_intent"], decline=False)
+    async with sessionmaker.begin() as session:
+        await session.execute(update(Invoice).where(Invoice.id == invoice["id"])
+                              .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+    await tasks.billing_maintenance(worker_ctx)
+    await run_jobs()
+    body = (await api.client.get(f"/v1/invoices/{invoice['id']}", headers=world.consumer.headers)).json()
+    assert body["status"] == "paid" and body["attempt_count"] == 1
+    keys = idempotency_keys(routes["payment_intent"].calls)
+    assert len(keys) == 2 and keys[0] == keys[1]  # the same attempt, the same key: never two charges
+
+    before = await ledger(api, operator)
+    assert before[("partner_payable", world.partner_id, "usd")] == -899  # 999: fee 99.9 → 100, share 899
+    dispute = stripe_event("charge.dispute.created", {"id": "dp_1", "object": "dispute", "charge": "ch_1",
+                                                      "amount": 999, "payment_intent": body.get("id")})
+    async with sessionmaker.begin() as session:  # the charge id is what Stripe's dispute points at
+        await session.execute(update(Invoice).where(Invoice.id == invoice["id"]).values(stripe_charge_id="ch_dp_test"))
+    dispute["data"]["object"]["charge"] = "ch_dp_test"
+    await deliver(api, dispute)
+    await deliver(api, dispute)
+    await run_jobs()
+    after = await ledger(api, operator)
+    assert after[("partner_payable", world.partner_id, "usd")] == 0
+    assert after[("disputes", "", "usd")] - before.get(("disputes", "", "usd"), 0) == 100
+    body = (await api.client.get(f"/v1/invoices/{invoice['id']}", headers=world.consumer.headers)).json()
+    assert body["amount_disputed"] == 999
+
+
+async def test_stripe_handlers_are_collected_from_every_domain() -> None:
+    from marketplace.billing.stripe_events import handlers
+
+    table = handlers()
+    for event_type in ("checkout.session.completed", "payment_intent.succeeded", "payment_intent.payment_failed",
+                       "charge.refunded", "charge.dispute.created"):
+        assert table[event_type], event_type
