@@ -15,8 +15,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
 from tests.helpers import Api
 
@@ -102,13 +102,30 @@ async def app(platform_env: dict[str, str]):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-async def client(app) -> AsyncIterator[AsyncTestClient]:  # type: ignore[no-untyped-def]
-    async with AsyncTestClient(app=app, base_url="http://testserver.local") as test_client:
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    """An HTTP client over the app, with the app's lifespan run in the tests' own event loop, so
+    tests may also use `app.state.sessionmaker` and `app.state.redis` directly."""
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def run_lifespan() -> None:
+        # Entered and exited in one task: the lifespan's task groups require it.
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    lifespan = asyncio.create_task(run_lifespan())
+    await asyncio.wait([lifespan, asyncio.create_task(started.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if lifespan.done():
+        lifespan.result()  # start-up failed: raise its error
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as test_client:
         yield test_client
+    stop.set()
+    await lifespan
 
 
 @pytest.fixture(scope="session")
-async def api(client: AsyncTestClient) -> Api:
+async def api(client: httpx.AsyncClient) -> Api:
     return Api(client)
 
 
@@ -127,3 +144,24 @@ async def run_jobs(app):  # type: ignore[no-untyped-def]
         return worker.jobs_complete + worker.jobs_failed
 
     return run
+
+
+STRIPE_TEST_BASE = "https://stripe.test"
+
+
+@pytest.fixture
+def stripe_api(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Payments on, with respx standing in for Stripe's HTTP API behind the real stripe SDK."""
+    import respx
+
+    from marketplace.core.stripe import stripe_client
+    from marketplace.settings import get_settings
+
+    settings = get_settings()
+    monkeypatch.setattr(settings, "stripe_secret_key", "sk_test_marketplace")
+    monkeypatch.setattr(settings, "stripe_webhook_secret", "whsec_test_marketplace")
+    monkeypatch.setattr(settings, "stripe_api_base", STRIPE_TEST_BASE)
+    stripe_client.cache_clear()
+    with respx.mock(base_url=STRIPE_TEST_BASE, assert_all_called=False) as router:
+        yield router
+    stripe_client.cache_clear()

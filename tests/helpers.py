@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from litestar.testing import AsyncTestClient
+import httpx
 
 
 def unique(prefix: str) -> str:
@@ -25,7 +25,7 @@ class User:
 
 
 class Api:
-    def __init__(self, client: AsyncTestClient) -> None:
+    def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
 
     async def signup(self, name: str = "Test User") -> User:

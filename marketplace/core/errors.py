@@ -12,6 +12,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.exceptions import NotFoundException as LitestarNotFound
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import IntegrityError
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://docs.marketplace.dev/problems/"
@@ -170,7 +171,16 @@ def _unexpected_handler(request: Request[Any, Any, Any], exc: Exception) -> Resp
     return problem_response(body)
 
 
+def _integrity_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # Services check what they can; a constraint that still fires (a race between two requests)
+    # is a conflict with existing data, not a server error.
+    body = problem_body(409, "Conflict", "This conflicts with existing data (a duplicate or a reference that "
+                        "no longer exists). Reload and try again.", "conflict", instance=request.url.path)
+    return problem_response(body)
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
+    IntegrityError: _integrity_handler,
     Problem: _problem_handler,
     HTTPException: _http_exception_handler,
     Exception: _unexpected_handler,
