@@ -26,7 +26,7 @@ from partners.publishing.models import Api, Plan, PlanVersion
 from tests.helpers import Api as HttpApi
 from tests.helpers import User, unique
 
-WEBHOOK_SECRET = "whsec_test_" + secrets.token_hex(8)
+WEBHOOK_SECRET = "whsec_test_marketplace"  # as set by the shared `stripe_api` fixture
 STRIPE_BASE = "https://stripe.test"
 
 
