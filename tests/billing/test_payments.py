@@ -340,3 +340,20 @@ async def test_stripe_handlers_are_collected_from_every_domain() -> None:
     for event_type in ("checkout.session.completed", "payment_intent.succeeded", "payment_intent.payment_failed",
                        "charge.refunded", "charge.dispute.created"):
         assert table[event_type], event_type
+
+
+async def test_another_domains_stripe_event_is_dispatched_through_the_inbox(
+        api: Api, sessionmaker: Any, stripe_on: respx.MockRouter, run_jobs: Any) -> None:
+    from partners.models import Partner
+
+    owner = await api.signup()
+    partner_id = (await api.partner(owner))["id"]
+    account = "acct_" + partner_id[-10:]
+    async with sessionmaker.begin() as session:
+        await session.execute(update(Partner).where(Partner.id == partner_id).values(stripe_account_id=account))
+    event = stripe_event("account.updated", {"id": account, "object": "account", "charges_enabled": True,
+                                             "payouts_enabled": True, "requirements": {"currently_due": []}})
+    assert (await deliver(api, event)).status_code == 200
+    await run_jobs()
+    partner = (await api.client.get(f"/v1/partners/{partner_id}", headers=owner.headers)).json()
+    assert partner["payouts_enabled"] is True and partner["connect_status"] == "enabled"
