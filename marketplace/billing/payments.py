@@ -81,7 +81,7 @@ async def setup_checkout_url(session: AsyncSession, consumer_id: str, email: str
     base = get_settings().base_url.rstrip("/")
     attempt = f"{consumer_id}-{str(ULID()).lower()}"
     checkout = await stripe_client().v1.checkout.sessions.create_async({
-        "mode": "setup", "customer": row.stripe_customer_id, "currency": "usd",
+        "mode": "setup", "customer": row.stripe_customer_id,
         "payment_method_types": ["card"],
         "success_url": f"{base}/dashboard?setup=success", "cancel_url": f"{base}/dashboard?setup=canceled",
         "metadata": {"consumer_id": consumer_id},

@@ -146,3 +146,13 @@ async def test_ledger_balance_is_for_operators_only(api: Api, sessionmaker: Any)
     operator = await make_operator(api, sessionmaker)
     body = (await api.client.get("/v1/admin/ledger/balance", headers=operator.headers)).json()
     assert all(t["sum"] == 0 for t in body["totals"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 10**9), min_size=1, max_size=20), st.integers(0, 100),
+       st.integers(0, 2 * 10**10))
+def test_the_split_and_its_reversal_always_sum_exactly(lines: list[int], percent: int, reversed_: int) -> None:
+    fee, share = ledger.split_lines(lines, percent)
+    assert fee + share == sum(lines) and fee >= 0 and share >= 0
+    f, s = ledger.reversal_parts(reversed_, fee, share)
+    assert f + s == min(reversed_, fee + share) and 0 <= f <= fee and 0 <= s <= share
