@@ -168,7 +168,8 @@ class AdminBillingController(Controller):
         if data.period_end.tzinfo is None:
             raise Unprocessable("period_end needs a time zone (use UTC, e.g. 2026-12-01T00:00:00Z).",
                                 errors=[{"field": "period_end", "message": "must include a UTC offset"}])
-        closed, to_charge = await service.close_all(request.app.state.sessionmaker, data.period_end)
+        closed, to_charge = await service.close_all(request.app.state.sessionmaker, data.period_end,
+                                                    redis=request.app.state.redis)
         for invoice_id in to_charge:
             await request.app.state.arq.enqueue_job("charge_invoice", invoice_id, _job_id=f"charge-{invoice_id}")
         return CloseOut(period_end=data.period_end, subscriptions_closed=closed, invoices=to_charge,

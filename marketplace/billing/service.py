@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ulid import ULID
 
 from marketplace.billing import usage as usage_source
-from marketplace.billing.models import Invoice, InvoiceLine, PlanChange
+from marketplace.billing.models import Budget, Invoice, InvoiceLine, PlanChange
 from marketplace.billing.rating import EndpointUsage, FeeLine, Rating, Terms, rate
 from marketplace.core import cache
 from marketplace.core.db import utcnow
@@ -217,9 +217,21 @@ async def close_subscriptions(session: AsyncSession, subs: Sequence[Subscription
         await session.execute(insert(Event), events)
     for sub in subs:
         _roll(session, sub)
+    await _reset_budgets(session, subs)
     if not fresh:
         return []
     return list((await session.scalars(select(Invoice).where(Invoice.id.in_([d["id"] for d in fresh])))).all())
+
+
+async def _reset_budgets(session: AsyncSession, subs: Sequence[Subscription]) -> None:
+    """A new period: budget alerts may fire again and a hard cap is lifted (the block key is synced
+    after the commit by `close_all`, see `session.info["unblock"]`)."""
+    starts = {s.id: s.current_period_start for s in subs}
+    budgets = (await session.scalars(select(Budget).where(Budget.subscription_id.in_(list(starts))))).all()
+    for budget in budgets:
+        if budget.capped:
+            session.info.setdefault("unblock", set()).add(budget.subscription_id)
+        budget.period_start, budget.notified_thresholds, budget.capped = starts[budget.subscription_id], [], False
 
 
 async def close_subscription(session: AsyncSession, sub: Subscription) -> Invoice | None:
@@ -257,17 +269,26 @@ async def close_due(session: AsyncSession, period_end: datetime, *, batch: int =
     return [invoice.id for invoice in await close_subscriptions(session, subs)]
 
 
-async def close_all(sessionmaker: Any, period_end: datetime, *, batch: int = 500) -> tuple[int, list[str]]:
-    """Close every due subscription, one transaction per batch. Returns (subscriptions closed, open invoice ids)."""
+async def close_all(sessionmaker: Any, period_end: datetime, *, batch: int = 500,
+                    redis: Any = None) -> tuple[int, list[str]]:
+    """Close every due subscription, one transaction per batch. Returns (subscriptions closed, open invoice ids).
+    With `redis`, budget hard caps lifted by the new period are removed from the gateway at once."""
+    from marketplace.billing.payments import sync_block
+
     closed = 0
     to_charge: list[str] = []
     while True:
         async with sessionmaker.begin() as session:
             created = await close_due(session, period_end, batch=batch)
             count = session.info.get("closed_count", 0)
+            unblock = session.info.pop("unblock", set())
             if created:
                 to_charge.extend((await session.scalars(
                     select(Invoice.id).where(Invoice.id.in_(created), Invoice.status == "open"))).all())
+        if redis is not None and unblock:
+            async with sessionmaker() as session:
+                for subscription_id in unblock:
+                    await sync_block(session, redis, subscription_id)
         closed += count
         if count < batch:
             return closed, to_charge

@@ -24,7 +24,7 @@ async def close_periods(ctx: dict[str, Any], period_end: str | None = None) -> d
     from datetime import datetime
 
     cutoff = datetime.fromisoformat(period_end) if period_end else utcnow()
-    closed, to_charge = await service.close_all(ctx["sessionmaker"], cutoff)
+    closed, to_charge = await service.close_all(ctx["sessionmaker"], cutoff, redis=ctx["redis_client"])
     for invoice_id in to_charge:
         await ctx["redis"].enqueue_job("charge_invoice", invoice_id, _job_id=f"charge-{invoice_id}-{utcnow():%Y%m%d%H}")
     return {"closed": closed, "charging": len(to_charge)}

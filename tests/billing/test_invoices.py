@@ -188,3 +188,50 @@ async def test_budget_thresholds_fire_once_and_the_hard_cap_blocks_until_raised(
     stranger = await api.signup()
     assert_problem(await api.client.put(path, json={"monthly_amount": 5000, "currency": "usd"},
                                         headers=stranger.headers), 404)
+
+
+async def test_the_cron_job_closes_periods_and_lifts_a_budget_cap_at_the_roll(
+        api: Api, sessionmaker: Any, usage: FakeUsage, redis: Any, worker_ctx: dict[str, Any]) -> None:
+    world = await make_world(api, sessionmaker, period_start=utc(2026, 8, 1), period_end=utc(2026, 9, 1),
+                             monthly_fee=0, included_units=0, unit_pricing={"model": "per_unit", "unit_amount": "1"})
+    from marketplace.billing import budgets
+    from marketplace.billing.models import Budget
+
+    usage.add(world.subscription_id, utc(2026, 8, 2), 500)
+    async with sessionmaker.begin() as session:
+        sub = await session.get(Subscription, world.subscription_id)
+        budget = await budgets.set_budget(session, sub, monthly_amount=100, currency="usd", alert_thresholds=None,
+                                          hard_cap=True)
+        budget.capped = True
+        await session.flush()
+        from marketplace.billing.payments import sync_block
+
+        await sync_block(session, redis, sub.id)
+    assert await redis.get(block_key(world.subscription_id)) is not None
+    result = await tasks.close_periods(worker_ctx, "2026-09-01T00:00:00+00:00")
+    assert result["closed"] >= 1
+    assert await redis.get(block_key(world.subscription_id)) is None
+    async with sessionmaker() as session:
+        budget = await session.scalar(select(Budget).where(Budget.subscription_id == world.subscription_id))
+        assert budget.capped is False and budget.period_start == utc(2026, 9, 1)
+    [invoice] = await invoices_of(sessionmaker, world.subscription_id)
+    assert invoice.total == 500
+
+
+async def test_operators_void_unpaid_invoices_and_lists_paginate(api: Api, sessionmaker: Any, usage: FakeUsage) -> None:
+    operator = await make_operator(api, sessionmaker)
+    world = await make_world(api, sessionmaker, period_start=utc(2026, 7, 1), period_end=utc(2026, 8, 1))
+    await close(api, operator, "2026-08-01T00:00:00Z")
+    await close(api, operator, "2026-09-01T00:00:00Z")
+    page = (await api.client.get("/v1/invoices?limit=1", headers=world.consumer.headers)).json()
+    assert len(page["data"]) == 1 and page["has_more"] is True
+    rest = (await api.client.get(f"/v1/invoices?limit=5&starting_after={page['next_cursor']}",
+                                 headers=world.consumer.headers)).json()
+    assert len(rest["data"]) == 1 and rest["data"][0]["period_start"] < page["data"][0]["period_start"]
+    voided = await api.client.post(f"/v1/admin/invoices/{page['data'][0]['id']}/void", headers=operator.headers)
+    assert voided.status_code == 200 and voided.json()["status"] == "void"
+    again = await api.client.post(f"/v1/admin/invoices/{page['data'][0]['id']}/void", headers=operator.headers)
+    assert_problem(again, 422, contains="void")
+    balances = (await api.client.get("/v1/admin/ledger/balance", headers=operator.headers)).json()
+    receivable = [a for a in balances["accounts"] if a["kind"] == "consumer_receivable" and a["owner_id"] == world.consumer.id]
+    assert receivable[0]["balance"] == 4900  # one open invoice left; the voided one reversed
