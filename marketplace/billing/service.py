@@ -148,8 +148,10 @@ async def close_subscriptions(session: AsyncSession, subs: Sequence[Subscription
     versions = {v.id: Terms.from_plan_version(v) for v in (await session.scalars(
         select(PlanVersion).where(PlanVersion.id.in_({s.plan_version_id for s in subs})))).all()}
     percents = await fee_percents(session, {s.api_id for s in subs})
-    changed = set((await session.scalars(select(PlanChange.subscription_id).where(
-        PlanChange.subscription_id.in_(ids)).distinct())).all())
+    changed = set((await session.scalars(
+        select(PlanChange.subscription_id).join(Subscription, Subscription.id == PlanChange.subscription_id)
+        .where(PlanChange.subscription_id.in_(ids), PlanChange.changed_at > Subscription.current_period_start,
+               PlanChange.changed_at < Subscription.current_period_end).distinct())).all())
     starts = {s.id: s.current_period_start for s in subs}
     previous = {inv.subscription_id: inv for inv in (await session.scalars(select(Invoice).where(
         Invoice.subscription_id.in_(ids), Invoice.status != "void",
