@@ -188,12 +188,10 @@ async def close_subscriptions(session: AsyncSession, subs: Sequence[Subscription
             "platform_fee_amount": 0, "partner_amount": 0, "amount_refunded": 0, "amount_disputed": 0,
             "attempt_count": 0, "finalized_at": now, "paid_at": now if total == 0 else None,
             "created_at": now, "updated_at": now})
-    created: dict[str, int] = {}
-    for chunk in range(0, len(drafts), 500):
-        rows = await session.execute(insert(Invoice).values(drafts[chunk:chunk + 500])
-                                     .on_conflict_do_nothing(index_elements=["subscription_id", "period_start"])
-                                     .returning(Invoice.id, Invoice.number))
-        created.update({i: int(n) for i, n in rows})
+    # executemany with RETURNING: one cached statement, sent in batches (SQLAlchemy's insertmanyvalues)
+    rows = await session.execute(insert(Invoice).on_conflict_do_nothing(index_elements=["subscription_id", "period_start"])
+                                 .returning(Invoice.id, Invoice.number), drafts)
+    created: dict[str, int] = {i: int(n) for i, n in rows}
     fresh = [d for d in drafts if d["id"] in created]
     line_rows = [{"id": new_id("invoice_line"), "invoice_id": d["id"], "position": i, "kind": line.kind,
                   "description": line.description, "quantity": line.quantity, "calls": line.calls,

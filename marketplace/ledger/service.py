@@ -101,18 +101,13 @@ async def post_many(session: AsyncSession, postings: Sequence[Posting]) -> dict[
         if sum(leg.amount for leg in p.legs) != 0:
             raise UnbalancedTransaction(f"{p.kind} {p.reference}: legs sum to {sum(leg.amount for leg in p.legs)}, not 0")
     now = utcnow()
-    created: dict[tuple[str, str], str] = {}
-    for chunk in range(0, len(postings), 1000):
-        part = postings[chunk:chunk + 1000]
-        rows = await session.execute(
-            insert(LedgerTransaction).values([
-                {"id": new_id("ledger_tx"), "kind": p.kind, "reference": p.reference, "currency": p.currency,
-                 "invoice_id": p.invoice_id, "partner_id": p.partner_id, "memo": p.memo or {}, "created_at": p.at or now}
-                for p in part])
-            .on_conflict_do_nothing(index_elements=["kind", "reference"])
-            .returning(LedgerTransaction.id, LedgerTransaction.kind, LedgerTransaction.reference))
-        for tx_id, kind, reference in rows:
-            created[(kind, reference)] = str(tx_id)
+    rows = await session.execute(
+        insert(LedgerTransaction).on_conflict_do_nothing(index_elements=["kind", "reference"])
+        .returning(LedgerTransaction.id, LedgerTransaction.kind, LedgerTransaction.reference),
+        [{"id": new_id("ledger_tx"), "kind": p.kind, "reference": p.reference, "currency": p.currency,
+          "invoice_id": p.invoice_id, "partner_id": p.partner_id, "memo": p.memo or {}, "created_at": p.at or now}
+         for p in postings])
+    created: dict[tuple[str, str], str] = {(kind, reference): str(tx_id) for tx_id, kind, reference in rows}
     fresh = [p for p in postings if (p.kind, p.reference) in created]
     ids = await account_ids(session, [(leg.kind, leg.owner_id, p.currency) for p in fresh for leg in p.legs])
     entries = [{"id": new_id("ledger_entry"), "transaction_id": created[(p.kind, p.reference)], "currency": p.currency,
