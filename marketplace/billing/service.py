@@ -45,11 +45,28 @@ from partners.models import Partner
 from partners.publishing.models import Api, PlanVersion
 
 
+def add_months(anchor: datetime, months: int) -> datetime:
+    """`anchor` + n months, the day clamped to the month's last day (Jan 31 + 1 = Feb 28/29)."""
+    total = anchor.month - 1 + months
+    year, month = anchor.year + total // 12, total % 12 + 1
+    return anchor.replace(year=year, month=month, day=min(anchor.day, calendar.monthrange(year, month)[1]))
+
+
 def add_month(moment: datetime) -> datetime:
-    """The same day next month, clamped to the month's last day (Jan 31 → Feb 28/29)."""
-    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
-    day = min(moment.day, calendar.monthrange(year, month)[1])
-    return moment.replace(year=year, month=month, day=day)
+    return add_months(moment, 1)
+
+
+def next_period(anchor: datetime, period_end: datetime) -> tuple[datetime, datetime]:
+    """The period after one ending at `period_end`. Periods are `anchor + n months` (the subscription's
+    start), computed from the anchor each time so a short month never shifts later periods (Jan 31 →
+    Feb 28 → Mar 31); a period end off that grid (set by hand) just rolls one calendar month."""
+    if anchor <= period_end:
+        n = max((period_end.year - anchor.year) * 12 + (period_end.month - anchor.month) - 1, 0)
+        while add_months(anchor, n) < period_end:
+            n += 1
+        if add_months(anchor, n) == period_end:
+            return period_end, add_months(anchor, n + 1)
+    return period_end, add_month(period_end)
 
 
 async def fee_percent(session: AsyncSession, api_id: str) -> int:
@@ -250,8 +267,7 @@ def _roll(session: AsyncSession, sub: Subscription) -> None:
     if sub.cancel_at_period_end:
         sub.status, sub.canceled_at = "canceled", utcnow()
     else:
-        sub.current_period_start = sub.current_period_end
-        sub.current_period_end = add_month(sub.current_period_end)
+        sub.current_period_start, sub.current_period_end = next_period(sub.created_at, sub.current_period_end)
     sub.revision += 1
     cache.invalidate_after_commit(session, "subscription", sub.id)
 

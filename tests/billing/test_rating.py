@@ -182,3 +182,19 @@ def test_volume_never_costs_more_than_graduated_when_tier_prices_fall(data: st.D
 @given(any_terms, endpoint_units)
 def test_how_usage_is_spread_over_endpoints_does_not_change_the_total(t: Terms, units: list[int]) -> None:
     assert rate(t, usage(*units)).total == quote(t, sum(units)).total
+
+
+def test_periods_follow_the_subscription_anchor_without_drifting() -> None:
+    from datetime import UTC, datetime
+
+    from marketplace.billing.service import next_period
+
+    anchor = datetime(2026, 1, 31, 9, tzinfo=UTC)
+    ends = []
+    end = datetime(2026, 2, 28, 9, tzinfo=UTC)
+    for _ in range(3):
+        _, end = next_period(anchor, end)
+        ends.append(end.date().isoformat())
+    assert ends == ["2026-03-31", "2026-04-30", "2026-05-31"]
+    off_grid = datetime(2026, 6, 15, tzinfo=UTC)
+    assert next_period(anchor, off_grid) == (off_grid, datetime(2026, 7, 15, tzinfo=UTC))
