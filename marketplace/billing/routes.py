@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.billing import budgets, payments, readside, service, stripe_events
-from marketplace.billing.models import Invoice
+from marketplace.billing.models import BillingCustomer, Invoice
 from marketplace.billing.rating import FeeLine, PricingError, Terms, quote
 from marketplace.billing.schemas import (
     BudgetIn,
@@ -22,6 +22,7 @@ from marketplace.billing.schemas import (
     InvoiceOut,
     LineOut,
     MetricsOut,
+    PaymentMethodOut,
     PreviewOut,
     QuoteIn,
     QuoteOut,
@@ -33,6 +34,7 @@ from marketplace.core.errors import NotFound, Unprocessable
 from marketplace.core.pagination import Page, paginate
 from marketplace.core.security import Principal
 from marketplace.core.tenancy import partner_role
+from marketplace.settings import get_settings
 from partners.publishing.models import Api, Plan, PlanVersion
 
 
@@ -49,6 +51,14 @@ class BillingController(Controller):
           summary="Save a payment method: a Stripe Checkout Session in setup mode")
     async def setup(self, principal: Principal, db_session: AsyncSession) -> SetupOut:
         return SetupOut(checkout_url=await payments.setup_checkout_url(db_session, principal.user_id, principal.email))
+
+    @get("/payment-method", operation_id="billingPaymentMethod",
+         summary="Whether you have a default payment method (save one with POST /v1/billing/setup)")
+    async def payment_method(self, principal: Principal, db_session: AsyncSession) -> PaymentMethodOut:
+        row = await db_session.get(BillingCustomer, principal.user_id)
+        method = row.default_payment_method if row else None
+        return PaymentMethodOut(has_payment_method=bool(method), payment_method=method,
+                                payments_enabled=get_settings().payments_enabled)
 
 
 class StripeWebhookController(Controller):

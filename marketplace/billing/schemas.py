@@ -14,6 +14,12 @@ class SetupOut(msgspec.Struct):
     checkout_url: str
 
 
+class PaymentMethodOut(msgspec.Struct):
+    has_payment_method: bool
+    payment_method: str | None
+    payments_enabled: bool
+
+
 class QuoteIn(msgspec.Struct, forbid_unknown_fields=True):
     units: Annotated[int, msgspec.Meta(ge=0, le=10**12, examples=[150000])]
 

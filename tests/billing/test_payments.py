@@ -97,7 +97,11 @@ async def test_usage_to_a_paid_invoice_to_ledger_entries(api: Api, sessionmaker:
     usage.add(world.subscription_id, utc(2026, 10, 9), 1000, path="/history", endpoint_id="ep_b")
     usage.add(world.subscription_id, utc(2026, 11, 2), 999)  # next period: not on this invoice
 
+    before = (await api.client.get("/v1/billing/payment-method", headers=world.consumer.headers)).json()
+    assert before == {"has_payment_method": False, "payment_method": None, "payments_enabled": True}
     await save_card(api, world, run_jobs)
+    after = (await api.client.get("/v1/billing/payment-method", headers=world.consumer.headers)).json()
+    assert after["has_payment_method"] is True and after["payment_method"] == "pm_card_visa"
     assert form(routes["customer_update"].calls.last.request)["invoice_settings[default_payment_method]"] == "pm_card_visa"
 
     closed = await close(api, operator)
