@@ -30,6 +30,7 @@ from marketplace.billing.payments import apply_reversal, mark_failed, mark_paid,
 from marketplace.core.db import utcnow
 from marketplace.core.errors import BadRequest
 from marketplace.core.stripe import payments_disabled, stripe_client
+from marketplace.ledger import service as ledger
 from marketplace.settings import get_settings
 
 Handler = Callable[[AsyncSession, dict[str, Any]], Awaitable[None]]
@@ -192,10 +193,26 @@ async def on_charge_dispute_created(session: AsyncSession, event: dict[str, Any]
                          reference=str(dispute.get("id")))
 
 
+async def on_charge_dispute_closed(session: AsyncSession, event: dict[str, Any]) -> None:
+    """A dispute we won gives the money back: the dispute's ledger transaction is reversed."""
+    dispute = _object(event)
+    if dispute.get("status") != "won":
+        return  # lost: the dispute's reversal of the split stands
+    invoice = await _invoice_for_charge(session, {"id": dispute.get("charge"),
+                                                  "payment_intent": dispute.get("payment_intent")})
+    if invoice is None:
+        return
+    posted = await ledger.reverse(session, kind="dispute", reference=str(dispute.get("id")),
+                                  reversal_kind="dispute.won")
+    if posted is not None:
+        invoice.amount_disputed = max(0, invoice.amount_disputed - int(dispute.get("amount") or 0))
+
+
 STRIPE_HANDLERS: list[tuple[str, Handler]] = [
     ("checkout.session.completed", on_checkout_session_completed),
     ("payment_intent.succeeded", on_payment_intent_succeeded),
     ("payment_intent.payment_failed", on_payment_intent_failed),
     ("charge.refunded", on_charge_refunded),
     ("charge.dispute.created", on_charge_dispute_created),
+    ("charge.dispute.closed", on_charge_dispute_closed),
 ]

@@ -127,6 +127,22 @@ async def post(session: AsyncSession, *, kind: str, reference: str, currency: st
     return created.get((kind, reference))
 
 
+async def reverse(session: AsyncSession, *, kind: str, reference: str, reversal_kind: str,
+                  memo: dict[str, Any] | None = None) -> str | None:
+    """Post the exact opposite of transaction (kind, reference) as (reversal_kind, reference): how a
+    posted movement is corrected (entries are never edited). None if it does not exist or was reversed."""
+    tx = await session.scalar(select(LedgerTransaction).where(LedgerTransaction.kind == kind,
+                                                              LedgerTransaction.reference == reference))
+    if tx is None:
+        return None
+    rows = await session.execute(select(LedgerAccount.kind, LedgerAccount.owner_id, LedgerEntry.amount)
+                                 .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
+                                 .where(LedgerEntry.transaction_id == tx.id))
+    legs = [Leg(k, o, -int(a)) for k, o, a in rows]
+    return await post(session, kind=reversal_kind, reference=reference, currency=tx.currency, legs=legs,
+                      invoice_id=tx.invoice_id, partner_id=tx.partner_id, memo={"reverses": tx.id, **(memo or {})})
+
+
 # ---- reading ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -338,6 +338,14 @@ async def test_a_stripe_outage_is_retried_with_the_same_key_and_a_dispute_revers
     body = (await api.client.get(f"/v1/invoices/{invoice['id']}", headers=world.consumer.headers)).json()
     assert body["amount_disputed"] == 999
 
+    won = stripe_event("charge.dispute.closed", {"id": "dp_1", "object": "dispute", "charge": "ch_dp_test",
+                                                 "amount": 999, "status": "won"})
+    await deliver(api, won)
+    await run_jobs()
+    settled = await ledger(api, operator)
+    assert settled[("partner_payable", world.partner_id, "usd")] == -899  # the split is back
+    assert settled[("disputes", "", "usd")] == before.get(("disputes", "", "usd"), 0)
+
 
 async def test_stripe_handlers_are_collected_from_every_domain() -> None:
     from marketplace.billing.stripe_events import handlers
