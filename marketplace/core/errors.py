@@ -6,6 +6,7 @@ Services raise these; handlers turn them (and Litestar's own errors) into
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar import Request, Response
@@ -121,11 +122,20 @@ def _problem_handler(request: Request[Any, Any, Any], exc: Problem) -> Response[
     return problem_response(exc.body(request.url.path), exc.headers)
 
 
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`")
+
+
 def _field_errors(extra: Any) -> list[dict[str, Any]]:
     errors = []
     for item in extra if isinstance(extra, list) else []:
         if isinstance(item, dict):
-            errors.append({"field": item.get("key") or item.get("source") or "body", "message": item.get("message", "")})
+            field = item.get("key") or item.get("source") or "body"
+            message = item.get("message", "")
+            # msgspec reports a missing field at its parent object ("data" for the body): name the field.
+            missing = _MISSING_FIELD.match(message)
+            if missing:
+                field = missing[1] if field in ("data", "body") else f"{field}.{missing[1]}"
+            errors.append({"field": field, "message": message})
     return errors
 
 
