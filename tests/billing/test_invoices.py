@@ -235,3 +235,27 @@ async def test_operators_void_unpaid_invoices_and_lists_paginate(api: Api, sessi
     balances = (await api.client.get("/v1/admin/ledger/balance", headers=operator.headers)).json()
     receivable = [a for a in balances["accounts"] if a["kind"] == "consumer_receivable" and a["owner_id"] == world.consumer.id]
     assert receivable[0]["balance"] == 4900  # one open invoice left; the voided one reversed
+
+
+async def test_the_calculator_quotes_every_pricing_model_published_through_the_api(api: Api) -> None:
+    from tests.publishing.helpers import complete, draft, plan_body, post_ok
+
+    d = await draft(api)
+    pro = await complete(api, d)  # API.md's example plan: 4,900 + graduated 0.1 / 0.05 past 50,000 included
+    plans = {"pro": pro["id"]}
+    for name, pricing in {"volume": {"model": "volume", "tiers": [{"up_to": 10000, "unit_amount": "1"},
+                                                                  {"up_to": None, "unit_amount": "0.5"}]},
+                          "unit": {"model": "per_unit", "unit_amount": "0.2"},
+                          "package": {"model": "package", "package_size": 1000, "unit_amount": "50"}}.items():
+        body = plan_body(name=name, monthly_fee=0, included_units=0, unit_pricing=pricing)
+        plans[name] = (await post_ok(api, d.user, f"/v1/apis/{d.id}/plans", body))["id"]
+    plans["free"] = (await post_ok(api, d.user, f"/v1/apis/{d.id}/plans",
+                                   plan_body(name="free", monthly_fee=0, included_units=0, unit_pricing=None)))["id"]
+    unpublished = await api.client.post(f"/v1/catalog/plans/{plans['pro']}/quote", json={"units": 1})
+    assert_problem(unpublished, 404)
+    await post_ok(api, d.user, f"/v1/apis/{d.id}/publish", status=200)
+    expected = {"pro": 4900 + 10000 + 5000, "volume": 125000, "unit": 50000, "package": 250 * 50, "free": 0}
+    for name, total in expected.items():
+        response = await api.client.post(f"/v1/catalog/plans/{plans[name]}/quote", json={"units": 250000})
+        assert response.status_code == 200, response.text
+        assert response.json()["total"] == total, (name, response.json())
