@@ -26,7 +26,7 @@ async def close_periods(ctx: dict[str, Any], period_end: str | None = None) -> d
     cutoff = datetime.fromisoformat(period_end) if period_end else utcnow()
     closed, to_charge = await service.close_all(ctx["sessionmaker"], cutoff, redis=ctx["redis_client"])
     for invoice_id in to_charge:
-        await ctx["redis"].enqueue_job("charge_invoice", invoice_id, _job_id=f"charge-{invoice_id}-{utcnow():%Y%m%d%H}")
+        await ctx["redis"].enqueue_job("charge_invoice", invoice_id, _job_id=f"charge-{invoice_id}")
     return {"closed": closed, "charging": len(to_charge)}
 
 
@@ -81,7 +81,8 @@ async def evaluate_budgets(ctx: dict[str, Any]) -> int:
 
 FUNCTIONS = [close_periods, charge_invoice, handle_stripe_event, billing_maintenance, evaluate_budgets]
 CRON_JOBS = [
-    cron(close_periods, minute={5}, run_at_startup=False, unique=True),
+    # Every minute (periods end at each subscription's anchor time); one indexed query when nothing is due.
+    cron(close_periods, second={30}, run_at_startup=False, unique=True),
     cron(billing_maintenance, minute=set(range(0, 60, 5)), run_at_startup=False, unique=True),
     cron(evaluate_budgets, run_at_startup=False, unique=True),
 ]
