@@ -60,3 +60,23 @@ async def worker_ctx(sessionmaker: Any, redis: Any, arq_pool: Any) -> AsyncItera
     """A job context like the worker's, to call job functions directly."""
     yield {"sessionmaker": sessionmaker, "redis_client": redis, "redis": arq_pool}
 
+
+
+@pytest.fixture
+async def run_jobs(app: Any, client: Any) -> Any:
+    """The shared fixture without cron jobs: a cron firing inside a burst (close_periods runs every
+    minute) would close other tests' subscriptions behind their backs. Tests call cron functions
+    directly instead (`tasks.billing_maintenance(worker_ctx)`)."""
+    from marketplace.worker import build_worker
+
+    async def run() -> int:
+        worker = build_worker(app.state.arq)
+        worker.cron_jobs = []
+        worker.burst = True
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+        return worker.jobs_complete + worker.jobs_failed
+
+    return run
