@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from arq.cron import cron
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from marketplace.billing import budgets, payments, service, stripe_events
 from marketplace.billing.models import Invoice, StripeEvent
@@ -36,12 +36,22 @@ async def charge_invoice(ctx: dict[str, Any], invoice_id: str) -> str:
     return await payments.charge_invoice(ctx["sessionmaker"], ctx["redis_client"], invoice_id)
 
 
+MAX_EVENT_ATTEMPTS = 10
+
+
 async def handle_stripe_event(ctx: dict[str, Any], event_id: str) -> str:
-    async with ctx["sessionmaker"].begin() as session:
-        result = await stripe_events.process(session, event_id)
-        for subscription_id in session.info.pop("sync_block", set()):
-            await payments.sync_block(session, ctx["redis_client"], subscription_id)
-    return result
+    try:
+        async with ctx["sessionmaker"].begin() as session:
+            result = await stripe_events.process(session, event_id)
+            for subscription_id in session.info.pop("sync_block", set()):
+                await payments.sync_block(session, ctx["redis_client"], subscription_id)
+        return result
+    except Exception as exc:
+        # Rolled back; record the failure so the sweep retries it (up to MAX_EVENT_ATTEMPTS times).
+        async with ctx["sessionmaker"].begin() as session:
+            await session.execute(update(StripeEvent).where(StripeEvent.id == event_id).values(
+                attempts=StripeEvent.attempts + 1, error=f"{type(exc).__name__}: {exc}"[:2000]))
+        raise
 
 
 async def billing_maintenance(ctx: dict[str, Any]) -> dict[str, int]:
@@ -65,7 +75,8 @@ async def billing_maintenance(ctx: dict[str, Any]) -> dict[str, int]:
         due = (await session.scalars(select(Invoice.id).where(Invoice.status.in_(("open", "failed")),
                                                               Invoice.next_attempt_at <= now))).all()
         stale = (await session.scalars(select(StripeEvent.id).where(
-            StripeEvent.processed_at.is_(None), StripeEvent.received_at <= now - timedelta(minutes=1)))).all()
+            StripeEvent.processed_at.is_(None), StripeEvent.received_at <= now - timedelta(minutes=1),
+            StripeEvent.attempts < MAX_EVENT_ATTEMPTS))).all()
     if settings.payments_enabled:
         for invoice_id in due:
             await ctx["redis"].enqueue_job("charge_invoice", invoice_id, _job_id=f"retry-{invoice_id}-{now:%Y%m%d%H%M}")

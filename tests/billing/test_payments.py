@@ -371,3 +371,20 @@ async def test_another_domains_stripe_event_is_dispatched_through_the_inbox(
     await run_jobs()
     partner = (await api.client.get(f"/v1/partners/{partner_id}", headers=owner.headers)).json()
     assert partner["payouts_enabled"] is True and partner["connect_status"] == "enabled"
+
+
+async def test_a_failing_handler_leaves_the_event_for_the_sweep_with_its_error(
+        api: Api, sessionmaker: Any, stripe_on: respx.MockRouter, run_jobs: Any, monkeypatch: Any) -> None:
+    from marketplace.billing import stripe_events
+    from marketplace.billing.models import StripeEvent
+
+    async def broken(session: Any, event: dict[str, Any]) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(stripe_events, "handlers", lambda: {"test.broken": [broken]})
+    event = stripe_event("test.broken", {"id": "x"})
+    await deliver(api, event)
+    await run_jobs()
+    async with sessionmaker() as session:
+        row = await session.get(StripeEvent, event["id"])
+        assert row.processed_at is None and row.attempts == 1 and "boom" in row.error
