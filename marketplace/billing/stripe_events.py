@@ -125,6 +125,7 @@ async def on_checkout_session_completed(session: AsyncSession, event: dict[str, 
                                                           Invoice.status == "failed"))).all()
     for invoice in failed:
         invoice.next_attempt_at = utcnow()
+        session.info.setdefault("charge", set()).add(invoice.id)  # enqueued after the commit
 
 
 async def on_payment_intent_succeeded(session: AsyncSession, event: dict[str, Any]) -> None:

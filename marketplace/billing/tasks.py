@@ -45,6 +45,10 @@ async def handle_stripe_event(ctx: dict[str, Any], event_id: str) -> str:
             result = await stripe_events.process(session, event_id)
             for subscription_id in session.info.pop("sync_block", set()):
                 await payments.sync_block(session, ctx["redis_client"], subscription_id)
+            to_charge = session.info.pop("charge", set())
+        if get_settings().payments_enabled:
+            for invoice_id in to_charge:
+                await ctx["redis"].enqueue_job("charge_invoice", invoice_id, _job_id=f"charge-{invoice_id}-{event_id}")
         return result
     except Exception as exc:
         # Rolled back; record the failure so the sweep retries it (up to MAX_EVENT_ATTEMPTS times).
