@@ -44,6 +44,20 @@ class Settings(BaseSettings):
     billing_max_attempts: int = Field(default=4, ge=1, alias="BILLING_MAX_ATTEMPTS")
     metrics_token: str | None = Field(default=None, alias="METRICS_TOKEN")
 
+    # Gateway (issue 3): upstream timeouts in seconds, the shared connection pool, cache safety TTL.
+    gateway_connect_timeout: float = Field(default=3.0, gt=0, alias="GATEWAY_CONNECT_TIMEOUT")
+    gateway_timeout: float = Field(default=30.0, gt=0, alias="GATEWAY_TIMEOUT")
+    gateway_pool_size: int = Field(default=512, ge=1, alias="GATEWAY_POOL_SIZE")
+    gateway_cache_ttl: float = Field(default=30.0, ge=0, alias="GATEWAY_CACHE_TTL")
+    # How long the gateway waits on Redis before answering 503 (it fails closed).
+    gateway_redis_timeout: float = Field(default=1.0, gt=0, alias="GATEWAY_REDIS_TIMEOUT")
+    api_key_rotation_overlap_hours: float = Field(default=24, ge=0, alias="API_KEY_ROTATION_OVERLAP_HOURS")
+    # Metering: the usage stream flush (batch size, cron cadence, how idle a pending entry must be
+    # before another worker reclaims it).
+    usage_flush_batch: int = Field(default=1000, ge=1, le=10000, alias="USAGE_FLUSH_BATCH")
+    usage_flush_every_seconds: int = Field(default=5, ge=1, le=60, alias="USAGE_FLUSH_EVERY_SECONDS")
+    usage_claim_idle_ms: int = Field(default=60000, ge=0, alias="USAGE_CLAIM_IDLE_MS")
+
     @field_validator("database_url")
     @classmethod
     def _asyncpg_driver(cls, value: str | None) -> str | None:

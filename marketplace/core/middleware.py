@@ -37,7 +37,10 @@ class RequestContextMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(GATEWAY_PREFIX):
+        # Litestar runs middleware after routing, when a mount has already cut scope["path"] down
+        # to the part below it: look at the raw path as well.
+        if scope["type"] != "http" or scope["path"].startswith(GATEWAY_PREFIX) \
+                or (scope.get("raw_path") or b"").startswith(GATEWAY_PREFIX.encode()):
             await self.app(scope, receive, send)
             return
         request_id = new_id("request")

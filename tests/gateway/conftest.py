@@ -1,0 +1,1 @@
+from tests.gateway.factories import upstream  # noqa: F401  (fixture)
