@@ -232,10 +232,8 @@ async def close_subscriptions(session: AsyncSession, subs: Sequence[Subscription
         if d["status"] == "paid":
             events.append({"id": new_id("event"), "type": "invoice.paid", "data": data, "partner_id": None,
                            "consumer_id": d["consumer_id"], "created_at": now})
-    if events:
-        await session.execute(insert(Event), events)
-    for sub in subs:
-        _roll(session, sub)
+    events.extend(_roll(session, sub) for sub in subs)
+    await session.execute(insert(Event), events)
     await _reset_budgets(session, subs)
     if not fresh:
         return []
@@ -265,13 +263,20 @@ def invoice_event(invoice: Invoice) -> dict[str, object]:
             "period_start": invoice.period_start.isoformat(), "period_end": invoice.period_end.isoformat()}
 
 
-def _roll(session: AsyncSession, sub: Subscription) -> None:
+def _roll(session: AsyncSession, sub: Subscription) -> dict[str, Any]:
+    """Roll `sub` to its next period (or end it); returns the outbox row that says so."""
+    from marketplace.subscriptions.service import subscription_event
+
     if sub.cancel_at_period_end:
         sub.status, sub.canceled_at = "canceled", utcnow()
+        event_type, data = "subscription.canceled", subscription_event(sub)
     else:
         sub.current_period_start, sub.current_period_end = next_period(sub.created_at, sub.current_period_end)
+        event_type, data = "subscription.updated", subscription_event(sub, renewed=True)
     sub.revision += 1
     cache.invalidate_after_commit(session, "subscription", sub.id)
+    return {"id": new_id("event"), "type": event_type, "data": data, "partner_id": sub.partner_id,
+            "consumer_id": sub.consumer_id, "created_at": utcnow()}
 
 
 async def close_due(session: AsyncSession, period_end: datetime, *, batch: int = 500) -> list[str]:
