@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     billing_grace_days: int = Field(default=3, ge=0, alias="BILLING_GRACE_DAYS")
     billing_retry_hours: int = Field(default=24, ge=1, alias="BILLING_RETRY_HOURS")
     billing_max_attempts: int = Field(default=4, ge=1, alias="BILLING_MAX_ATTEMPTS")
+    # An endpoint whose attempts have all failed for this long is disabled (endpoint.disabled).
+    webhook_disable_after_days: float = Field(default=5, gt=0, alias="WEBHOOK_DISABLE_AFTER_DAYS")
+    # Events and delivery attempts older than this are purged daily.
+    webhook_retention_days: int = Field(default=90, ge=1, alias="WEBHOOK_RETENTION_DAYS")
     metrics_token: str | None = Field(default=None, alias="METRICS_TOKEN")
 
     # Gateway (issue 3): upstream timeouts in seconds, the shared connection pool, cache safety TTL.

@@ -41,6 +41,7 @@ def worker_options() -> dict[str, Any]:
         "on_shutdown": shutdown,
         "queue_name": queue_name(),
         "max_jobs": 50,
+        "poll_delay": 0.05,
         "job_timeout": 300,
         "keep_result": 60,
         "handle_signals": False,
