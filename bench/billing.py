@@ -1,9 +1,10 @@
 """Benchmark: close a billing period for 10,000 subscriptions whose usage is 10 million events.
 
-The usage is generated directly as hourly rollups with `generate_series` (10,000 subscriptions x
-5 endpoints x 20 hourly buckets x 10 calls = 10,000,000 events in 1,000,000 rollup rows), in a
-`bench_usage_rollups` table that stands in for metering's rollups, read per subscription by a usage
-source with the same signature as `metering.service.usage_for_period`. The close runs the real code
+The usage is generated directly as metering's hourly rollups (`usage_rollups`) with
+`generate_series` (10,000 subscriptions x 5 endpoints x 20 hours x 100 calls = 10,000,000 events in
+1,000,000 rollup rows) and read through the real `metering.service.usage_for_period`, one query per
+subscription (`BENCH_BATCH_SOURCE=1`: one query per batch of 500 instead, the shape a future
+`metering.service.usage_for_periods` could take). The close runs the real code
 (`billing.service.close_all`: rating, invoices and lines, ledger postings, outbox events, period
 roll) in batches of 500 subscriptions, one transaction each, so memory stays flat in the number of
 subscriptions and events. Prints the time, the rate, and the process's peak RSS growth.
@@ -110,16 +111,14 @@ async def run(url: str, subscriptions: int, events: int, batch: int) -> None:
                'plv_b' || (g % 10 + 1), 'active', $2, $3, false, 1, now(), now()
         FROM generate_series(1, $1) g""", subscriptions, start, end)
     await conn.execute("""
-        CREATE TABLE bench_usage_rollups (subscription_id text, endpoint_id text, method text, path text,
-                                          bucket timestamptz, calls bigint, units bigint)""")
-    await conn.execute("""
-        INSERT INTO bench_usage_rollups
-        SELECT 'sub_b' || s, 'ep_' || e, 'GET', '/endpoint/' || e, $2::timestamptz + (h || ' hours')::interval, $1::bigint, $1::bigint * e
+        INSERT INTO usage_rollups (subscription_id, endpoint_id, hour, consumer_id, partner_id, api_id, method, path,
+                                   calls, units)
+        SELECT 'sub_b' || s, 'ep_' || e, $2::timestamptz + (h || ' hours')::interval, 'usr_b' || s, 'prt_bench',
+               'api_b' || (s % 10 + 1), 'GET', '/endpoint/' || e, $1::bigint, $1::bigint * e
         FROM generate_series(1, $3) s, generate_series(1, $4) e, generate_series(1, $5) h""",
         calls_per_row, start, subscriptions, ENDPOINTS, BUCKETS)
-    await conn.execute("CREATE INDEX ON bench_usage_rollups (subscription_id, bucket)")
     await conn.execute("ANALYZE")
-    total_events = int(await conn.fetchval("SELECT sum(calls) FROM bench_usage_rollups"))
+    total_events = int(await conn.fetchval("SELECT sum(calls) FROM usage_rollups"))
     setup = time.perf_counter() - t0
     await conn.close()
 
@@ -130,28 +129,21 @@ async def run(url: str, subscriptions: int, events: int, batch: int) -> None:
     from marketplace.billing.rating import EndpointUsage
     from marketplace.core.db import make_engine, make_sessionmaker
 
-    async def rollups(session, subscription_id, period_start, period_end):  # type: ignore[no-untyped-def]
-        rows = await session.execute(text(
-            "SELECT endpoint_id, method, path, sum(calls), sum(units) FROM bench_usage_rollups "
-            "WHERE subscription_id = :s AND bucket >= :a AND bucket < :b GROUP BY 1, 2, 3 ORDER BY 1"),
-            {"s": subscription_id, "a": period_start, "b": period_end})
-        return [EndpointUsage(endpoint_id=e, method=m, path=p, calls=int(c), units=int(u)) for e, m, p, c, u in rows]
-
     async def rollups_batch(session, requests):  # type: ignore[no-untyped-def]
-        # One query for a whole batch of subscriptions (each with its own period).
+        # One query for a whole batch of subscriptions (each with its own whole-hour period).
         rows = await session.execute(text(
-            "SELECT r.subscription_id, endpoint_id, method, path, sum(calls), sum(units) "
+            "SELECT r.subscription_id, endpoint_id, min(method), min(path), sum(calls), sum(units) "
             "FROM unnest(CAST(:s AS text[]), CAST(:a AS timestamptz[]), CAST(:b AS timestamptz[])) AS q(sid, a, b) "
-            "JOIN bench_usage_rollups r ON r.subscription_id = q.sid AND r.bucket >= q.a AND r.bucket < q.b "
-            "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2"),
+            "JOIN usage_rollups r ON r.subscription_id = q.sid AND r.hour >= q.a AND r.hour < q.b "
+            "GROUP BY 1, 2 ORDER BY 1, 2"),
             {"s": [r[0] for r in requests], "a": [r[1] for r in requests], "b": [r[2] for r in requests]})
         found: dict[str, list[EndpointUsage]] = {}
         for s, e, m, p, c, u in rows:
             found.setdefault(s, []).append(EndpointUsage(endpoint_id=e, method=m, path=p, calls=int(c), units=int(u)))
         return found
 
-    usage_source.set_source(rollups)
-    if os.environ.get("BENCH_PER_SUBSCRIPTION") != "1":
+    usage_source.set_source(None)  # the real metering.service.usage_for_period
+    if os.environ.get("BENCH_BATCH_SOURCE") == "1":
         usage_source.set_batch_source(rollups_batch)
     engine = make_engine(url, pool_size=2, echo=bool(os.environ.get("BENCH_ECHO")))
     sessionmaker = make_sessionmaker(engine)
@@ -165,6 +157,9 @@ async def run(url: str, subscriptions: int, events: int, batch: int) -> None:
         lines = (await c.execute(text("SELECT count(*) FROM invoice_lines"))).scalar()
         ledger_sum = (await c.execute(text("SELECT coalesce(sum(amount), 0) FROM ledger_entries"))).scalar()
     await engine.dispose()
+    source = "one batch query per 500" if os.environ.get("BENCH_BATCH_SOURCE") == "1" else \
+        "metering.service.usage_for_period per subscription"
+    print(f"usage source: {source}")
     print(f"setup (generate_series): {setup:.1f} s; {subscriptions:,} subscriptions, {total_events:,} usage events "
           f"in {subscriptions * ENDPOINTS * BUCKETS:,} rollup rows")
     print(f"close: {elapsed:.1f} s for {closed:,} subscriptions ({closed / elapsed:,.0f}/s; "
