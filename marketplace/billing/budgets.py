@@ -67,10 +67,12 @@ async def evaluate(session: AsyncSession, redis: Redis, budget: Budget, sub: Sub
     for threshold in budget.alert_thresholds:
         if threshold not in fired and budget.monthly_amount > 0 and estimate * 100 >= budget.monthly_amount * threshold:
             fired.append(threshold)
+            # Same type and keys as metering's quota alert, with kind "budget" and the money figures.
             publish(session, "usage.threshold_reached", {
-                "subscription_id": sub.id, "threshold_percent": threshold, "estimate": estimate,
-                "budget": budget.monthly_amount, "currency": budget.currency,
-                "period_start": sub.current_period_start.isoformat()}, consumer_id=sub.consumer_id)
+                "kind": "budget", "subscription_id": sub.id, "api_id": sub.api_id, "threshold": threshold,
+                "estimate": estimate, "budget": budget.monthly_amount, "currency": budget.currency,
+                "period_start": sub.current_period_start.isoformat(),
+                "period_end": sub.current_period_end.isoformat()}, consumer_id=sub.consumer_id)
     budget.notified_thresholds = sorted(fired)
     budget.capped = bool(budget.hard_cap and estimate >= budget.monthly_amount)
     await session.flush()
