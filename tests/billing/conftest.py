@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from marketplace.billing import usage as usage_source
 from tests.billing.factories import FakeUsage, install_usage
+from tests.gateway.factories import upstream  # noqa: F401  (fixture)
 
 
 # Tests' own engine, Redis client and arq pool (jobs called directly get a context like the worker's).

@@ -78,3 +78,24 @@ async def test_publish_subscribe_meter_close_pay_and_prorate_a_plan_change(
     second = (await api.client.get(f"/v1/invoices/{second['id']}", headers=consumer.headers)).json()
     assert [(line["kind"], line["amount"]) for line in second["lines"]] == [("plan_fee", 1633)]  # 4900 x 10/30
     assert "10 of 30 days" in second["lines"][0]["description"] and second["total"] == 1633
+
+
+async def test_the_gateway_refuses_an_unpaid_subscription_with_billings_detail_and_lets_it_back(
+        app: Any, api: Api, sessionmaker: Any, redis: Any, upstream: Any) -> None:
+    from marketplace.billing.payments import UNPAID_DETAIL, sync_block
+    from tests.gateway.factories import consumer_with_key, make_api
+
+    world = await make_api(app, api, upstream.url)
+    _, sub, key = await consumer_with_key(app, api, world)
+    path = f"/gateway/{world.slug}/forecast/paris"
+    assert (await api.client.get(path, headers={"X-API-Key": key["key"]})).status_code == 200
+    async with sessionmaker.begin() as session:
+        await session.execute(update(Subscription).where(Subscription.id == sub["id"]).values(status="unpaid"))
+        await sync_block(session, redis, sub["id"])
+    refused = await api.client.get(path, headers={"X-API-Key": key["key"]})
+    body = assert_problem(refused, 402, contains="POST /v1/billing/setup")
+    assert body["detail"] == UNPAID_DETAIL
+    async with sessionmaker.begin() as session:
+        await session.execute(update(Subscription).where(Subscription.id == sub["id"]).values(status="active"))
+        await sync_block(session, redis, sub["id"])
+    assert (await api.client.get(path, headers={"X-API-Key": key["key"]})).status_code == 200
