@@ -3,6 +3,8 @@ earnings, operator close and metrics. Thin: the rules live in service/payments/b
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Controller, Request, get, post, put
@@ -204,5 +206,28 @@ class AdminBillingController(Controller):
         return await readside.metrics(db_session)
 
 
+def estimate(plan_version: Any, units: int) -> int:
+    """The usage endpoint's estimate (metering), answered by the rating engine."""
+    terms = Terms.parse(currency=getattr(plan_version, "currency", "usd"),
+                        monthly_fee=int(getattr(plan_version, "monthly_fee", 0) or 0),
+                        included_units=int(getattr(plan_version, "included_units", 0) or 0),
+                        unit_pricing=getattr(plan_version, "unit_pricing", None),
+                        quota_limit=getattr(plan_version, "quota_limit", None),
+                        quota_hard=bool(getattr(plan_version, "quota_hard", False)))
+    return quote(terms, units).total
+
+
+@contextlib.asynccontextmanager
+async def install_estimator(app: Any) -> AsyncIterator[None]:
+    from marketplace.metering import pricing
+
+    pricing.set_estimator(estimate)
+    try:
+        yield
+    finally:
+        pricing.set_estimator(None)
+
+
+LIFESPANS = [install_estimator]
 ROUTES = [BillingController, StripeWebhookController, InvoiceController, SubscriptionBillingController,
           QuoteController, PartnerEarningsController, AdminBillingController]

@@ -99,3 +99,14 @@ async def test_the_gateway_refuses_an_unpaid_subscription_with_billings_detail_a
         await session.execute(update(Subscription).where(Subscription.id == sub["id"]).values(status="active"))
         await sync_block(session, redis, sub["id"])
     assert (await api.client.get(path, headers={"X-API-Key": key["key"]})).status_code == 200
+
+
+async def test_the_usage_estimate_is_the_rating_engines(app: Any, api: Api) -> None:
+    from marketplace.billing.rating import Terms, quote
+    from marketplace.metering.pricing import estimate_amount
+    from partners.publishing.models import PlanVersion
+
+    version = PlanVersion(currency="usd", monthly_fee=100, included_units=10, quota_limit=50, quota_hard=True,
+                          unit_pricing={"model": "per_unit", "unit_amount": "1"}, name="x")
+    # 80 units on a hard quota of 50: the engine bills 40 (units past a hard limit never are)
+    assert estimate_amount(version, 80) == quote(Terms.from_plan_version(version), 80).total == 140
