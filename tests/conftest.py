@@ -132,10 +132,16 @@ async def api(client: httpx.AsyncClient) -> Api:
 @pytest.fixture
 async def run_jobs(app):  # type: ignore[no-untyped-def]
     """Run every queued arq job (and the jobs they enqueue) with a real worker, then return."""
+    from arq import create_pool
+
+    from marketplace.core.redis import arq_settings, queue_name
     from marketplace.worker import build_worker
 
     async def run() -> int:
-        worker = build_worker(app.state.arq)
+        # The worker gets its own connection pool: closing the worker closes its pool, and the
+        # app's pool must stay open for the requests that follow.
+        pool = await create_pool(arq_settings(), default_queue_name=queue_name())
+        worker = build_worker(pool)
         worker.burst = True
         try:
             await worker.main()
