@@ -71,7 +71,12 @@ async def run_jobs(app: Any, client: Any) -> Any:
     from marketplace.worker import build_worker
 
     async def run() -> int:
-        worker = build_worker(app.state.arq)
+        from arq import create_pool
+
+        from marketplace.core.redis import arq_settings, queue_name
+
+        # Its own pool, as the shared fixture does: closing the worker closes its pool.
+        worker = build_worker(await create_pool(arq_settings(), default_queue_name=queue_name()))
         worker.cron_jobs = []
         worker.burst = True
         try:
