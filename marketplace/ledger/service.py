@@ -180,6 +180,33 @@ async def partner_payable_balance(session: AsyncSession, partner_id: str, curren
     return -await account_balance(session, PARTNER_PAYABLE, partner_id, currency, up_to)
 
 
+async def partner_payables(session: AsyncSession, up_to: datetime | None = None) -> dict[tuple[str, str], int]:
+    """Every partner's payable balance per currency from entries up to `up_to`, in one query:
+    {(partner_id, currency): amount owed (positive)}. The starting point of a payout batch."""
+    stmt = (select(LedgerAccount.owner_id, LedgerAccount.currency, func.coalesce(func.sum(LedgerEntry.amount), 0))
+            .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
+            .where(LedgerAccount.kind == PARTNER_PAYABLE)
+            .group_by(LedgerAccount.owner_id, LedgerAccount.currency))
+    if up_to is not None:
+        stmt = stmt.where(LedgerEntry.created_at <= up_to)
+    return {(o, c): -int(b) for o, c, b in await session.execute(stmt)}
+
+
+async def partner_payable_by_invoice(session: AsyncSession, partner_id: str, currency: str,
+                                     up_to: datetime | None = None) -> dict[str | None, int]:
+    """The partner's payable split by the invoice behind each movement ({invoice_id: amount owed};
+    None for movements without an invoice, e.g. transfers): "the invoices behind a payout line"."""
+    stmt = (select(LedgerTransaction.invoice_id, func.sum(LedgerEntry.amount))
+            .join(LedgerEntry, LedgerEntry.transaction_id == LedgerTransaction.id)
+            .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
+            .where(LedgerAccount.kind == PARTNER_PAYABLE, LedgerAccount.owner_id == partner_id,
+                   LedgerAccount.currency == currency)
+            .group_by(LedgerTransaction.invoice_id))
+    if up_to is not None:
+        stmt = stmt.where(LedgerEntry.created_at <= up_to)
+    return {i: -int(a) for i, a in await session.execute(stmt)}
+
+
 async def partner_payable_currencies(session: AsyncSession, partner_id: str | None = None) -> list[tuple[str, str]]:
     """(partner_id, currency) pairs that have a partner payable account."""
     stmt = select(LedgerAccount.owner_id, LedgerAccount.currency).where(LedgerAccount.kind == PARTNER_PAYABLE)

@@ -156,3 +156,29 @@ def test_the_split_and_its_reversal_always_sum_exactly(lines: list[int], percent
     assert fee + share == sum(lines) and fee >= 0 and share >= 0
     f, s = ledger.reversal_parts(reversed_, fee, share)
     assert f + s == min(reversed_, fee + share) and 0 <= f <= fee and 0 <= s <= share
+
+
+async def test_payouts_can_read_payables_per_partner_and_per_invoice(sessionmaker: Any) -> None:
+    from datetime import timedelta
+
+    from marketplace.core.db import utcnow
+
+    run = new_id("ledger_tx")[-8:]
+    partner, early, late = f"prt_pay{run}", utcnow() - timedelta(days=10), utcnow()
+    async with sessionmaker.begin() as session:
+        for n, (total, at) in enumerate([(1000, early), (500, late)]):
+            inv = f"in_pay{run}{n}"
+            await ledger.post_invoice_finalized(session, invoice_id=inv, consumer_id="usr_x", partner_id=partner,
+                                                currency="gbp", total=total, at=at)
+            fee, share = ledger.split_lines([total], 20)
+            await ledger.post_invoice_paid(session, invoice_id=inv, consumer_id="usr_x", partner_id=partner,
+                                           currency="gbp", total=total, fee=fee, share=share, at=at)
+        await ledger.post_reversal(session, kind="refund", reference=f"r{run}", invoice_id=f"in_pay{run}0",
+                                   partner_id=partner, currency="gbp", fee=200, share=800, reversed_before=0,
+                                   reversed_after=100)
+    async with sessionmaker() as session:
+        assert (await ledger.partner_payables(session))[(partner, "gbp")] == 800 + 400 - 80
+        assert (await ledger.partner_payables(session, up_to=early))[(partner, "gbp")] == 800
+        assert await ledger.partner_payable_balance(session, partner, "gbp", up_to=early) == 800
+        assert await ledger.partner_payable_by_invoice(session, partner, "gbp") == {
+            f"in_pay{run}0": 720, f"in_pay{run}1": 400}
