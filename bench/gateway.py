@@ -151,15 +151,16 @@ async def drop_database(base_url: str, name: str) -> None:
         await conn.close()
 
 
-async def seed(base: str, upstream_url: str) -> tuple[str, str]:
-    """Sign up a partner and a consumer over HTTP, insert the API rows, subscribe, create a key."""
+async def seed(base: str, upstream_url: str) -> tuple[str, str, str]:
+    """Sign up a partner and a consumer over HTTP, insert the API rows, subscribe, create a key, and
+    an OAuth app whose client-credentials access token carries the endpoint's scope."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from marketplace.core.db import make_sessionmaker
     from marketplace.core.ids import new_id
     from marketplace.core.security import encrypt
     from marketplace.settings import get_settings
-    from partners.publishing.models import Api, Endpoint, Plan, PlanVersion
+    from partners.publishing.models import Api, Endpoint, Plan, PlanVersion, Scope
 
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         async def signup() -> dict[str, str]:
@@ -177,19 +178,24 @@ async def seed(base: str, upstream_url: str) -> tuple[str, str]:
                             upstream_url=upstream_url, tags=[], status="published",
                             proxy_secret_encrypted=encrypt("psec_bench"), revision=1))
             await session.flush()
+            session.add(Scope(id=new_id("scope"), api_id=api_id, name="bench:read", description="Bench"))
             session.add(Endpoint(id=new_id("endpoint"), api_id=api_id, method="GET", path="/hello/{name}",
-                                 scope=None, weight=1, description=""))
+                                 scope="bench:read", weight=1, description=""))
             session.add(Plan(id=plan_id, api_id=api_id, status="active", current_version=1))
             await session.flush()
             session.add(PlanVersion(id=new_id("plan") + "v", plan_id=plan_id, version=1, name="Bench",
                                     currency="usd", monthly_fee=0, included_units=0, unit_pricing=None,
                                     quota_limit=10**12, quota_hard=False, rate_per_second=1_000_000,
-                                    rate_per_minute=60_000_000, scopes=[]))
+                                    rate_per_minute=60_000_000, scopes=["bench:read"]))
         await engine.dispose()
         sub = (await client.post("/v1/subscriptions", json={"plan_id": plan_id}, headers=consumer_h)).json()
         key = (await client.post("/v1/api-keys", json={"subscription_id": sub["id"], "name": "bench"},
                                  headers=consumer_h)).json()
-        return slug, key["key"]
+        app = (await client.post("/v1/apps", json={"name": "bench", "grant_types": ["client_credentials"]},
+                                 headers=consumer_h)).json()
+        token = (await client.post("/oauth/token", data={"grant_type": "client_credentials", "scope": "bench:read"},
+                                   auth=(app["client_id"], app["client_secret"]))).json()
+        return slug, key["key"], token["access_token"]
 
 
 def main() -> None:
@@ -215,7 +221,8 @@ def main() -> None:
     db_url = asyncio.run(prepare_database(base_db, db_name))
     env = {**os.environ, "DATABASE_URL": db_url, "REDIS_URL": redis_url, "REDIS_NAMESPACE": f"mkt-bench-{run}",
            "MARKETPLACE_ALLOW_PRIVATE_NETWORKS": "1", "MARKETPLACE_INPROCESS_WORKER": "0",
-           "MARKETPLACE_LOG_LEVEL": "WARNING", "MARKETPLACE_LOG_JSON": "1", "PYTHONPATH": str(ROOT)}
+           "MARKETPLACE_LOG_LEVEL": "WARNING", "MARKETPLACE_LOG_JSON": "1", "PYTHONPATH": str(ROOT),
+           "OAUTH_ACCESS_TOKEN_TTL": "3600"}
     os.environ.update(env)
     try:
         from alembic import command
@@ -242,13 +249,15 @@ def main() -> None:
         for port in (up_port, proxy_port, gw_port):
             wait_port(port)
 
-        slug, api_key = asyncio.run(seed(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{up_port}/v1"))
+        slug, api_key, access_token = asyncio.run(seed(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{up_port}/v1"))
         direct = f"http://127.0.0.1:{up_port}/v1/hello/world"
         proxied = f"http://127.0.0.1:{proxy_port}/v1/hello/world"
         gateway = f"http://127.0.0.1:{gw_port}/gateway/{slug}/hello/world"
         key_h = {"X-API-Key": api_key}
-        check = httpx.get(gateway, headers=key_h)
-        assert check.status_code == 200 and check.json()["ok"], check.text
+        bearer_h = {"Authorization": f"Bearer {access_token}"}
+        for headers in (key_h, bearer_h):
+            check = httpx.get(gateway, headers=headers)
+            assert check.status_code == 200 and check.json()["ok"], check.text
 
         d, c = args.duration, args.connections
         if args.serve:
@@ -259,10 +268,12 @@ def main() -> None:
             while True:
                 time.sleep(3600)
         wrk(gateway, duration=2, connections=c, headers=key_h)  # warm-up: caches, pools, JIT-free but still
+        wrk(gateway, duration=1, connections=c, headers=bearer_h)
         results = {
             "direct upstream": wrk(direct, duration=d, connections=c),
             "nginx proxy": wrk(proxied, duration=d, connections=c),
             "gateway (key)": wrk(gateway, duration=d, connections=c, headers=key_h),
+            "gateway (bearer)": wrk(gateway, duration=d, connections=c, headers=bearer_h),
         }
         half_rate = results["gateway (key)"]["rps"] / 2
         paced_conns = 16
@@ -278,6 +289,7 @@ def main() -> None:
             "direct upstream": wrk(direct, duration=d, connections=paced_conns, delay_ms=delay),
             "nginx proxy": wrk(proxied, duration=d, connections=paced_conns, delay_ms=delay),
             "gateway (key)": wrk(gateway, duration=d, connections=paced_conns, headers=key_h, delay_ms=delay),
+            "gateway (bearer)": wrk(gateway, duration=d, connections=paced_conns, headers=bearer_h, delay_ms=delay),
         }
     finally:
         for proc in reversed(procs):
@@ -308,6 +320,8 @@ def main() -> None:
     g, n, u = results["gateway (key)"], results["nginx proxy"], results["direct upstream"]
     print(f"\n  gateway / nginx proxy throughput: {g['rps'] / n['rps']:.1%}  (target >= 10%)")
     print(f"  gateway / direct upstream throughput: {g['rps'] / u['rps']:.1%}")
+    b = results["gateway (bearer)"]
+    print(f"  bearer (JWT) / key path throughput: {b['rps'] / g['rps']:.1%}")
     print(f"\nAt about half the gateway's peak ({half_rate:.0f} req/s target; {paced_conns} connections paced "
           f"by a {delay:.1f} ms delay):")
     print(f"  {'target':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
@@ -315,8 +329,11 @@ def main() -> None:
         print(f"  {name:<18}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}")
     added = half["gateway (key)"]["p50"] - half["direct upstream"]["p50"]
     print(f"\n  added latency at p50 (gateway - direct): {added:.2f} ms  (target < 2 ms)")
+    added_bearer = half["gateway (bearer)"]["p50"] - half["direct upstream"]["p50"]
+    print(f"  added latency at p50 (gateway bearer - direct): {added_bearer:.2f} ms")
     print(json.dumps({"peak": results, "half_peak": half, "gateway_vs_nginx": g["rps"] / n["rps"],
-                      "added_p50_ms": added}))
+                      "added_p50_ms": added, "bearer_vs_key": b["rps"] / g["rps"],
+                      "added_p50_bearer_ms": added_bearer}))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
     webhook_retention_days: int = Field(default=90, ge=1, alias="WEBHOOK_RETENTION_DAYS")
     metrics_token: str | None = Field(default=None, alias="METRICS_TOKEN")
 
+    # OAuth 2.0 authorization server (oauth/): access-token JWT lifetime in seconds, refresh-token
+    # lifetime in days, how often the signing key rotates (days), and the tokens' `aud`
+    # (default: MARKETPLACE_BASE_URL + "/gateway").
+    oauth_access_token_ttl: int = Field(default=600, ge=60, le=86400, alias="OAUTH_ACCESS_TOKEN_TTL")
+    oauth_refresh_token_ttl_days: int = Field(default=30, ge=1, alias="OAUTH_REFRESH_TOKEN_TTL_DAYS")
+    oauth_key_rotation_days: int = Field(default=30, ge=1, alias="OAUTH_KEY_ROTATION_DAYS")
+    oauth_audience: str | None = Field(default=None, alias="OAUTH_AUDIENCE")
+
     # Gateway (issue 3): upstream timeouts in seconds, the shared connection pool, cache safety TTL.
     gateway_connect_timeout: float = Field(default=3.0, gt=0, alias="GATEWAY_CONNECT_TIMEOUT")
     gateway_timeout: float = Field(default=30.0, gt=0, alias="GATEWAY_TIMEOUT")
@@ -73,6 +81,14 @@ class Settings(BaseSettings):
     @property
     def retry_schedule(self) -> list[int]:
         return [int(part) for part in self.webhook_retry_schedule.split(",") if part.strip()]
+
+    @property
+    def oauth_issuer(self) -> str:
+        return self.base_url.rstrip("/")
+
+    @property
+    def oauth_token_audience(self) -> str:
+        return self.oauth_audience or self.oauth_issuer + "/gateway"
 
     @property
     def payments_enabled(self) -> bool:

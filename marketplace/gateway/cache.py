@@ -27,6 +27,7 @@ from marketplace.core.security import decrypt
 from marketplace.gateway.records import ApiEntry, Caller, EndpointEntry, EndpointMatcher, PlanOffer
 from marketplace.subscriptions.models import ApiKey, Subscription
 from marketplace.subscriptions.periods import period_containing
+from oauth.keys import refresh_key_ring
 from partners.publishing.models import Api, Endpoint, Plan, PlanVersion
 
 log = structlog.get_logger("marketplace.gateway")
@@ -87,6 +88,20 @@ async def load_caller(session: AsyncSession, key_hash: str) -> Caller | None:
         return None
     key, sub, plan = row
     return caller_for(sub, plan, key)
+
+
+async def load_consumer_caller(session: AsyncSession, ident: str) -> Caller | None:
+    """The caller record of a consumer's live subscription to an API (`ident` = "consumer:api"):
+    what the bearer path bills, since a consumer has at most one live subscription per API."""
+    consumer_id, _, api_id = ident.partition(":")
+    row = (await session.execute(
+        select(Subscription, PlanVersion)
+        .join(PlanVersion, PlanVersion.id == Subscription.plan_version_id)
+        .where(Subscription.consumer_id == consumer_id, Subscription.api_id == api_id,
+               Subscription.status != "canceled")
+        .order_by(Subscription.created_at.desc()).limit(1)
+    )).first()
+    return caller_for(row[0], row[1], None) if row else None
 
 
 def caller_for(sub: Subscription, plan: PlanVersion, key: ApiKey | None) -> Caller:
@@ -165,6 +180,7 @@ class GatewayCache:
         self.sessionmaker = sessionmaker
         self.apis = LocalCache(ttl)
         self.callers = LocalCache(ttl)
+        self.tasks: set[asyncio.Task[Any]] = set()
 
     async def api(self, slug: str, now: float) -> ApiEntry | None:
         hit, value = self.apis.get(slug, now)
@@ -178,6 +194,14 @@ class GatewayCache:
             return value  # type: ignore[no-any-return]
         return await self.callers.load(key_hash,  # type: ignore[no-any-return]
                                        lambda: self._with_session(load_caller, key_hash))
+
+    async def consumer_caller(self, consumer_id: str, api_id: str, now: float) -> Caller | None:
+        ident = f"{consumer_id}:{api_id}"  # cannot collide with key hashes (hex, no colon)
+        hit, value = self.callers.get(ident, now)
+        if hit:
+            return value  # type: ignore[no-any-return]
+        return await self.callers.load(ident,  # type: ignore[no-any-return]
+                                       lambda: self._with_session(load_consumer_caller, ident))
 
     async def _with_session(self, fn: Callable[[AsyncSession, str], Awaitable[Any]], ident: str) -> Any:
         async with self.sessionmaker() as session:
@@ -196,6 +220,10 @@ class GatewayCache:
         elif topic == "all":
             self.apis.clear()
             self.callers.clear()
+        elif topic == "jwks":  # the OAuth signing key rotated: reload the public keys
+            task = asyncio.get_running_loop().create_task(refresh_key_ring(self.sessionmaker))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     async def listen(self, redis: Redis) -> None:
         """Runs for the life of the process: drop entries named on the invalidation channel."""

@@ -40,6 +40,7 @@ from marketplace.gateway.auth import GatewayProblem, ParsedRequest, authenticate
 from marketplace.gateway.cache import GatewayCache, roll_period
 from marketplace.gateway.fastredis import FastRedis
 from marketplace.gateway.records import Caller
+from oauth.tokens import deny_list_key
 
 log = structlog.get_logger("marketplace.gateway")
 
@@ -89,6 +90,7 @@ class Gateway:
         self.admit_sha: str | None = None
         self.k_stream = rkey("usage")
         self.k_used = rkey("key_used")
+        self.k_no_token = rkey("jti-deny", "-")  # a key never set: KEYS[7] on the API-key path
         self.k_block = rkey("block")
         self.k_rate = rkey("rl")
         self.k_quota = rkey("quota")
@@ -216,6 +218,13 @@ class Gateway:
             raise GatewayProblem(402, "Payment required", "This subscription is unpaid. Pay the open invoice "
                                  "(GET /v1/invoices) or update your payment method with POST /v1/billing/setup.",
                                  "subscription-unpaid")
+        if endpoint.scope and endpoint.scope not in caller.scopes and caller.token_jti is not None:
+            raise GatewayProblem(403, "Insufficient scope", f"{method} {endpoint.path} needs the scope "
+                                 f"{endpoint.scope!r}: this access token does not carry it, or your plan "
+                                 f"{caller.plan_name!r} does not include it. Authorize the app with that scope.",
+                                 "insufficient-scope", scope=endpoint.scope,
+                                 headers=[(b"www-authenticate", f'Bearer error="insufficient_scope", '
+                                                                f'scope="{endpoint.scope}"'.encode())])
         if endpoint.scope and endpoint.scope not in caller.scopes:
             better = [p.name for p in api.plans if p.id != caller.plan_id]
             raise GatewayProblem(403, "Scope not in plan", f"{method} {endpoint.path} needs the scope "
@@ -314,20 +323,22 @@ class Gateway:
                     request_id: str, now: float) -> list[tuple[bytes, bytes]]:
         sub = caller.subscription_id
         period = str(int(caller.period_start))
+        jti = caller.token_jti
         keys = (f"{self.k_block}:{sub}", f"{self.k_rate}:{sub}:s", f"{self.k_rate}:{sub}:m",
-                f"{self.k_quota}:{sub}:{period}", self.k_stream, self.k_used)
+                f"{self.k_quota}:{sub}:{period}", self.k_stream, self.k_used,
+                deny_list_key(jti) if jti else self.k_no_token)
         ttl = int(caller.period_end - now) + 35 * 86400
         args = (weight, caller.per_second, caller.per_minute, caller.quota, 1 if caller.quota_hard else 0, ttl,
                 request_id, sub, endpoint_id, caller.consumer_id, api.partner_id, api.id, caller.key_id or "",
-                method, path)
+                method, path, 1 if jti else 0)
         try:
             if self.admit_sha is None:
                 self.admit_sha = await self.redis.script_load(ADMIT_LUA)
             try:
-                result = await self.redis.evalsha(self.admit_sha, 6, *keys, *args)
+                result = await self.redis.evalsha(self.admit_sha, 7, *keys, *args)
             except NoScriptError:  # Redis restarted (or flushed scripts): load once more
                 self.admit_sha = await self.redis.script_load(ADMIT_LUA)
-                result = await self.redis.evalsha(self.admit_sha, 6, *keys, *args)
+                result = await self.redis.evalsha(self.admit_sha, 7, *keys, *args)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("gateway_redis_unavailable", error=type(exc).__name__)
             raise GatewayProblem(503, "Service unavailable", "Rate limiting and metering are unavailable for a "
@@ -338,6 +349,10 @@ class Gateway:
         headers = self.limit_headers(caller, int(s_rem), int(s_reset), int(m_rem), int(m_reset), int(used), now)
         if code == 0:
             return headers
+        if code == 5:
+            raise GatewayProblem(401, "Unauthorized", "This access token was revoked. Refresh it or authorize the "
+                                 "app again.", "invalid-token",
+                                 headers=[(b"www-authenticate", b'Bearer error="invalid_token"')])
         if code == 1:
             message = detail.decode() if isinstance(detail, bytes) else str(detail)
             raise GatewayProblem(402, "Payment required", message or "This subscription is blocked.",

@@ -110,3 +110,7 @@ class Caller:
     revoked: bool = False
     expires_at: float | None = None  # rotated keys keep working until then
     policy_header: str = ""
+    # Set on the per-call copy the bearer path makes: the access token's jti (checked against the
+    # deny-list in admit.lua) and the app it was issued to.
+    token_jti: str | None = None
+    client_id: str | None = None
