@@ -60,29 +60,3 @@ def stripe_on(stripe_api: respx.MockRouter) -> respx.MockRouter:
 async def worker_ctx(sessionmaker: Any, redis: Any, arq_pool: Any) -> AsyncIterator[dict[str, Any]]:
     """A job context like the worker's, to call job functions directly."""
     yield {"sessionmaker": sessionmaker, "redis_client": redis, "redis": arq_pool}
-
-
-
-@pytest.fixture
-async def run_jobs(app: Any, client: Any) -> Any:
-    """The shared fixture without cron jobs: a cron firing inside a burst (close_periods runs every
-    minute) would close other tests' subscriptions behind their backs. Tests call cron functions
-    directly instead (`tasks.billing_maintenance(worker_ctx)`)."""
-    from marketplace.worker import build_worker
-
-    async def run() -> int:
-        from arq import create_pool
-
-        from marketplace.core.redis import arq_settings, queue_name
-
-        # Its own pool, as the shared fixture does: closing the worker closes its pool.
-        worker = build_worker(await create_pool(arq_settings(), default_queue_name=queue_name()))
-        worker.cron_jobs = []
-        worker.burst = True
-        try:
-            await worker.main()
-        finally:
-            await worker.close()
-        return worker.jobs_complete + worker.jobs_failed
-
-    return run
