@@ -43,8 +43,28 @@ from payouts.schemas import (
 from payouts.tasks import job_id
 
 Cursor = Annotated[str | None, Parameter(description="The last id of the previous page (next_cursor)")]
+ZERO_DECIMAL = frozenset({"jpy", "krw", "vnd", "clp", "isk", "ugx", "xaf", "xof", "pyg", "rwf", "kmf", "gnf", "djf",
+                          "bif", "mga", "vuv", "xpf"})
 PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                 "Content-Security-Policy": "frame-ancestors 'none'", "Referrer-Policy": "same-origin"}
+
+
+def money(amount: int, currency: str) -> str:
+    """Minor units as the major amount for the page (integers only: 123456 usd → "1,234.56")."""
+    if currency.lower() in ZERO_DECIMAL:
+        return f"{amount:,}"
+    sign = "-" if amount < 0 else ""
+    major, minor = divmod(abs(amount), 100)
+    return f"{sign}{major:,}.{minor:02d}"
+
+
+async def _emails(session: AsyncSession, user_ids: list[str]) -> list[str]:
+    from marketplace.accounts.models import User
+
+    if not user_ids:
+        return []
+    found = dict((i, e) for i, e in await session.execute(select(User.id, User.email).where(User.id.in_(user_ids))))
+    return [found.get(i, i) for i in user_ids]
 
 
 def _totals(lines: list[PayoutLine]) -> list[TotalsOut]:
@@ -251,7 +271,7 @@ class PayoutPageController(Controller):
         _, raw = who
         batches = list((await db_session.scalars(select(PayoutBatch).order_by(PayoutBatch.id.desc()).limit(50))).all())
         return Template("payouts/index.html", headers=PAGE_HEADERS, context={
-            "batches": await _summaries(db_session, batches), "csrf_token": csrf_token(raw),
+            "batches": await _summaries(db_session, batches), "csrf_token": csrf_token(raw), "money": money,
             "today": datetime.now(UTC).date().isoformat(), "notice": notice, "error": error})
 
     @post("/", status_code=HTTP_200_OK)
@@ -291,7 +311,7 @@ class PayoutPageController(Controller):
             return await _csv(db_session, batch)
         return Template("payouts/batch.html", headers=PAGE_HEADERS, context={
             "batch": await batch_out(db_session, batch), "csrf_token": csrf_token(raw), "notice": notice,
-            "error": error})
+            "error": error, "money": money, "approvers": await _emails(db_session, list(batch.approved_by or []))})
 
     @get("/{batch_id:str}/export.csv")
     async def export(self, batch_id: str, request: Request[Any, Any, Any], db_session: AsyncSession) -> Response[Any]:

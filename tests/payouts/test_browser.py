@@ -138,6 +138,7 @@ async def test_an_operator_holds_a_line_and_approves_the_batch_in_a_real_browser
             assert await row_b.get_by_test_id("line-status").inner_text() == "held"
             assert await row_b.get_by_role("button", name="Release").is_visible()
             assert await page.get_by_test_id("batch-status").inner_text() == "partially approved"
+            assert "120.00" in await row_a.inner_text() and "96.00" in await row_a.inner_text()
             await page.screenshot(path=str(shots / "payouts-batch.png"), full_page=True)
         finally:
             await browser.close()

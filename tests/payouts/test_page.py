@@ -77,3 +77,11 @@ async def test_operators_review_a_batch_on_the_page(api: Api, sessionmaker: Any,
     assert "Tax form missing" in export.text and line_a in export.text
     listing = await client.get("/admin/payouts", headers=cookie)
     assert batch_id in listing.text
+
+
+def test_money_is_shown_in_major_units_and_csv_cells_cannot_become_formulas() -> None:
+    from payouts.routes import money
+    from payouts.service import _cell
+
+    assert money(123456, "usd") == "1,234.56" and money(-5, "eur") == "-0.05" and money(1200, "jpy") == "1,200"
+    assert _cell("=HYPERLINK(1)") == "'=HYPERLINK(1)" and _cell("ok") == "ok" and _cell(-5) == -5

@@ -489,3 +489,9 @@ async def test_payments_off_leaves_approved_lines_for_later(api: Api, sessionmak
     await run_jobs()
     async with sessionmaker() as session:
         assert (await session.get(PayoutLine, line["id"])).status == "approved"  # sent once Stripe is configured
+    # An approved line whose transfer has not started can still be held; its job then does nothing.
+    held = await api.client.post(f"{BASE}/{batch['id']}/lines/{line['id']}/hold", json={"reason": "Wait"},
+                                 headers=operator.headers)
+    assert held.status_code == 200 and held.json()["status"] == "held"
+    async with sessionmaker() as session:
+        assert await service.prepare_send(session, line["id"]) == "held"
