@@ -147,6 +147,8 @@ def carry_reason(partner: Partner, amount: int, currency: str) -> str | None:
     if amount < 0:
         return (f"Negative balance of {amount} {currency.upper()} (refunds or disputes after an earlier payout): "
                 "carried into the next batch and netted against new earnings.")
+    if partner.status != "active":
+        return f"The partner is {partner.status}: its payouts wait until it is reinstated."
     if not partner.payouts_enabled or not partner.stripe_account_id:
         return ("The partner has not finished Stripe Connect onboarding (payouts are not enabled on its account): "
                 "carried over until Stripe enables payouts.")
@@ -311,9 +313,9 @@ async def _line(session: AsyncSession, batch_id: str, line_id: str) -> PayoutLin
 
 async def hold_line(session: AsyncSession, batch_id: str, line_id: str, *, reason: str, operator_id: str) -> PayoutLine:
     reason = reason.strip()
-    if not reason:
-        raise Unprocessable("Say why the line is held: reason must not be empty.",
-                            errors=[{"field": "reason", "message": "must not be empty"}])
+    if not reason or len(reason) > 500:
+        raise Unprocessable("Say why the line is held in 1 to 500 characters.",
+                            errors=[{"field": "reason", "message": "must be 1 to 500 characters"}])
     await get_batch(session, batch_id)
     line = await _line(session, batch_id, line_id)
     if line.status == "held":
@@ -432,9 +434,10 @@ async def prepare_send(session: AsyncSession, line_id: str) -> Prepared | str:
         return line.status
     retry = line.status == "sending"
     partner = await session.get(Partner, line.partner_id)
-    if not retry and (partner is None or not partner.payouts_enabled or not partner.stripe_account_id):
-        await fail_line(session, line, "The partner's Stripe account cannot receive payouts any more "
-                                       "(payouts_enabled is false); the amount returns to its balance.")
+    if not retry and (partner is None or partner.status != "active" or not partner.payouts_enabled
+                      or not partner.stripe_account_id):
+        await fail_line(session, line, "The partner cannot receive payouts any more (suspended, or payouts_enabled "
+                                       "is false on its Stripe account); the amount returns to its balance.")
         return "failed"
     if not retry:
         assert partner is not None

@@ -433,7 +433,9 @@ async def test_non_operators_get_404_on_every_admin_path(api: Api, sessionmaker:
     api.client.cookies.clear()  # the shared client must not stay signed in
     for method, url in [("GET", "/admin/payouts"), ("GET", f"/admin/payouts/{batch['id']}"),
                         ("GET", f"/admin/payouts/{batch['id']}/export.csv"), ("POST", f"/admin/payouts/{batch['id']}/approve"),
-                        ("POST", f"/admin/payouts/{batch['id']}/lines/{line['id']}/hold"), ("POST", "/admin/payouts")]:
+                        ("POST", f"/admin/payouts/{batch['id']}/lines/{line['id']}/hold"),
+                        ("POST", f"/admin/payouts/{batch['id']}/lines/{line['id']}/release"),
+                        ("POST", f"/admin/payouts/{batch['id']}/reconcile"), ("POST", "/admin/payouts")]:
         response = await api.client.request(method, url, headers=cookie)
         assert response.status_code == 404 and "Page not found" in response.text, (url, response.status_code)
         anonymous = await api.client.request(method, url)
@@ -495,3 +497,28 @@ async def test_payments_off_leaves_approved_lines_for_later(api: Api, sessionmak
     assert held.status_code == 200 and held.json()["status"] == "held"
     async with sessionmaker() as session:
         assert await service.prepare_send(session, line["id"]) == "held"
+
+
+async def test_a_suspended_partner_is_carried_over_and_an_approved_line_fails_if_suspended_before_sending(
+        api: Api, sessionmaker: Any, stripe_on: respx.MockRouter, run_jobs: Any) -> None:
+    from sqlalchemy import update
+
+    from partners.models import Partner
+
+    fake = FakeTransfers(stripe_on)
+    operator = await make_operator(api, sessionmaker)
+    who = await seller(api, sessionmaker)
+    await paid_invoice(sessionmaker, who, total=2000)
+    batch = await create_batch(api, operator)
+    line = lines_of(batch, who)[(who.partner_id, "usd")]
+    async with sessionmaker.begin() as session:
+        await session.execute(update(Partner).where(Partner.id == who.partner_id).values(status="suspended"))
+    await approve(api, operator, batch["id"])
+    await run_jobs()
+    async with sessionmaker() as session:
+        row = await session.get(PayoutLine, line["id"])
+        assert row.status == "failed" and "suspended" in row.reason
+    assert not fake.creates_for(line["id"])
+    carried = lines_of(await create_batch(api, operator), who)[(who.partner_id, "usd")]
+    assert carried["status"] == "carried_over" and "suspended" in carried["reason"] and carried["amount"] == 1600
+    await ledger_balances(api, operator)
