@@ -287,3 +287,24 @@ async def test_the_worker_job_flushes_gateway_usage(app, api: Api, upstream: Ups
     finally:
         await pool.aclose()
     assert (await usage(api, user, sub["id"]))["units"] == 3
+
+
+async def test_partner_usage_events_with_unstorable_values_or_timestamps_are_rejected_one_by_one(
+        app, api: Api, upstream: Upstream) -> None:
+    world = await make_api(app, api, upstream.url)
+    _user, sub, _ = await consumer_with_key(app, api, world)
+    h = world.partner_user.headers
+    created = await api.client.post(f"/v1/apis/{world.api_id}/meters", json={"name": "tokens"}, headers=h)
+    assert created.status_code == 201, created.text
+
+    def ev(event_id: str, value, timestamp: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+        return {"event_id": event_id, "subscription_id": sub["id"], "meter": "tokens", "value": value,
+                **({"timestamp": timestamp} if timestamp else {})}
+
+    events = [ev("ok", 5), ev("huge", "1e40"), ev("float-huge", 1e308), ev("negative", -5),
+              ev("far-future", 1, "9999-12-31T23:59:59-12:00"), ev("ok2", "0.5")]
+    response = await api.client.post("/v1/usage-events", json={"events": events}, headers=h)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert sorted(body["accepted"]) == ["ok", "ok2"]
+    assert sorted(r["event_id"] for r in body["rejected"]) == ["far-future", "float-huge", "huge", "negative"]
