@@ -62,7 +62,9 @@ async def session_principal(request: Request[Any, Any, Any], db_session: AsyncSe
 
 def _safe_next(target: str | None) -> str:
     # Only same-site relative paths: an open redirect would let phishing pages borrow our login.
-    if not target or not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc:
+    # Browsers read a backslash as a slash ("/\\evil" is "//evil") and drop tabs and newlines.
+    if not target or not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc \
+            or "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
         return "/dashboard"
     return target
 

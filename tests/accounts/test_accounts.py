@@ -89,3 +89,14 @@ async def test_login_page_refuses_open_redirects_and_wrong_passwords(api: Api) -
     api.client.cookies.clear()
     wrong = await api.client.post("/login", data={"email": user.email, "password": "nope"})
     assert wrong.status_code == 401 and "Wrong email or password" in wrong.text
+
+
+async def test_login_page_refuses_backslash_and_control_character_open_redirects(api: Api) -> None:
+    user = await api.signup()
+    # Browsers read "/\evil" as "//evil" (and drop tabs and newlines): all of these would leave the site.
+    for target in ["/\\evil.example.com/", "/\\/evil.example.com", "/\t/evil.example.com", "/%5Cevil.example.com"]:
+        response = await api.client.post("/login", data={"email": user.email, "password": "correct horse battery",
+                                                          "next": target}, follow_redirects=False)
+        assert response.headers["location"] in ("/dashboard", target.replace("%5C", "%5C")), target
+        assert "\\" not in response.headers["location"] and "\t" not in response.headers["location"], target
+        api.client.cookies.clear()
