@@ -280,3 +280,10 @@ async def test_closing_with_a_period_end_in_the_future_is_refused_and_invoices_n
     async with sessionmaker() as session:
         sub = await session.get(Subscription, world.subscription_id)
         assert sub is not None and sub.current_period_end > now  # not rolled ahead
+
+
+async def test_closing_with_an_out_of_range_period_end_is_a_422(api: Api, sessionmaker: Any) -> None:
+    operator = await make_operator(api, sessionmaker)
+    response = await api.client.post("/v1/admin/billing/close", json={"period_end": "0001-01-01T00:00:00+14:00"},
+                                     headers=operator.headers)
+    assert_problem(response, 422)
