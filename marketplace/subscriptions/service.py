@@ -156,9 +156,12 @@ async def cancel(session: AsyncSession, consumer_id: str, subscription_id: str, 
 
 
 async def end_subscription(session: AsyncSession, sub: Subscription) -> None:
-    """Cancel now: the gateway refuses its keys within a second."""
+    """Cancel now: the gateway refuses its keys within a second. The final period is cut at the
+    cancellation, and billing's close still invoices it (usage, and the fee for the days used)."""
     sub.status = "canceled"
     sub.canceled_at = utcnow()
+    if sub.current_period_end > sub.canceled_at:
+        sub.current_period_end = sub.canceled_at
     sub.revision += 1
     invalidate_after_commit(session, "subscription", sub.id)
     publish(session, "subscription.canceled", subscription_event(sub), partner_id=sub.partner_id,

@@ -287,3 +287,30 @@ async def test_closing_with_an_out_of_range_period_end_is_a_422(api: Api, sessio
     response = await api.client.post("/v1/admin/billing/close", json={"period_end": "0001-01-01T00:00:00+14:00"},
                                      headers=operator.headers)
     assert_problem(response, 422)
+
+
+async def test_cancelling_now_still_invoices_the_usage_and_the_days_used_of_the_final_period(
+        api: Api, sessionmaker: Any, usage: FakeUsage) -> None:
+    from datetime import timedelta
+
+    from marketplace.core.db import utcnow
+
+    operator = await make_operator(api, sessionmaker)
+    now = utcnow()
+    start = now - timedelta(days=10)
+    world = await make_world(api, sessionmaker, period_start=start, period_end=start + timedelta(days=30),
+                             monthly_fee=3000, included_units=0, unit_pricing={"model": "per_unit", "unit_amount": "2"})
+    usage.add(world.subscription_id, now - timedelta(days=2), 50)
+    canceled = await api.client.delete(f"/v1/subscriptions/{world.subscription_id}?now=true",
+                                       headers=world.consumer.headers)
+    assert canceled.status_code in (200, 204), canceled.text
+    await close(api, operator, utcnow().isoformat())
+    [invoice] = await invoices_of(sessionmaker, world.subscription_id)
+    # 50 units x 2 = 100 of usage, and 10 of 30 days of the 3000 fee
+    assert invoice.usage_amount == 100 and invoice.total == 100 + 1000, (invoice.total, invoice.usage_amount)
+    assert invoice.period_end <= utcnow()
+    await close(api, operator, utcnow().isoformat())
+    assert len(await invoices_of(sessionmaker, world.subscription_id)) == 1
+    async with sessionmaker() as session:
+        sub = await session.get(Subscription, world.subscription_id)
+        assert sub is not None and sub.status == "canceled"
