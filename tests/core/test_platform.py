@@ -66,3 +66,26 @@ async def test_stored_idempotent_responses_are_encrypted_at_rest(api: Api, app) 
         assert secret.encode() not in value
         found = True
     assert found
+
+
+async def test_openapi_documents_errors_as_problem_json_on_every_v1_operation(api: Api) -> None:
+    doc = (await api.client.get("/schema/openapi.json")).json()
+    assert "Problem" in doc["components"]["schemas"]
+    for path, item in doc["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, op in item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            errors = {code: r for code, r in op["responses"].items() if code.startswith(("4", "5"))}
+            if "{" in path or method != "get":
+                assert errors, (method, path)
+            for code, response in errors.items():
+                content = response["content"]
+                assert list(content) == ["application/problem+json"], (method, path, code)
+                media = content["application/problem+json"]
+                assert media["schema"] == {"$ref": "#/components/schemas/Problem"}, (method, path, code)
+                assert media["examples"], (method, path, code)
+    assert "401" in doc["paths"]["/v1/me"]["get"]["responses"]
+    assert "422" in doc["paths"]["/v1/partners"]["post"]["responses"]
+    assert "401" not in doc["paths"]["/v1/catalog/apis"]["get"]["responses"]
