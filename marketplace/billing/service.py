@@ -8,6 +8,9 @@ and rolls the subscription to its next period (or cancels it when `cancel_at_per
 invoice is a draft only inside that transaction: it is written `open` (owed; a job charges it) or
 `paid` at once when the total is 0. `(subscription_id, period_start)` is unique, so closing twice
 creates nothing new, and subscriptions are locked with SKIP LOCKED so two closers share the work.
+A subscription cancelled at once (`DELETE /v1/subscriptions/{id}?now=true`) has its period cut at
+the cancellation; the close still invoices that final period (all its usage, and the monthly fee
+prorated by day, at least one day) and does not roll it.
 A batch of 500 subscriptions takes a handful of statements (set-based inserts), see bench/billing.py.
 
 Late usage: each invoice stores the units and usage amount it billed for its own period. When the
