@@ -2,8 +2,8 @@
 
 Per call: API by slug (cached) → endpoint (precompiled templates) → caller by key hash (cached)
 → subscription status and scope → ONE Redis round trip (admit.lua: blocked flag, per-second and
-per-minute GCRA, monthly quota, usage XADD, key last-use) → proxy over one pooled pyreqwest client
-(chosen by benchmark, see docs/gateway.md), streaming both bodies → answer with X-Request-Id and rate-limit headers.
+per-minute GCRA, monthly quota, usage XADD, key last-use) → proxy over one pooled HTTP/1.1 client
+(upstream.py; chosen by benchmark, see docs/gateway.md), streaming both bodies → answer with X-Request-Id and rate-limit headers.
 
 Exact billing: the Lua step enqueues the usage entry when it admits the call. When the call then
 fails (no upstream answer: 502/504; or the upstream answers 5xx), a second, fire-and-forget
@@ -22,14 +22,11 @@ import asyncio
 import contextlib
 import math
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import structlog
-from pyreqwest.client import Client, ClientBuilder
-from pyreqwest.exceptions import PyreqwestError
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,6 +39,7 @@ from marketplace.gateway.cache import GatewayCache, roll_period
 from marketplace.gateway.fastredis import FastRedis
 from marketplace.gateway.records import ApiEntry, Caller
 from marketplace.gateway.stats import GatewayStats
+from marketplace.gateway.upstream import UpstreamClient, UpstreamError
 from oauth.tokens import deny_list_key
 
 log = structlog.get_logger("marketplace.gateway")
@@ -56,12 +54,14 @@ DROP_REQUEST = frozenset({
     b"transfer-encoding", b"upgrade", b"host", b"x-api-key", b"authorization", b"cookie", b"x-request-id",
     b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip",
     b"x-marketplace-proxy-secret", b"x-marketplace-consumer", b"x-marketplace-subscription", b"content-length",
+    b"expect",  # the gateway reads the body itself; an interim 100 Continue never reaches the client
 })
-DROP_RESPONSE = frozenset({  # pyreqwest gives response header names lower-cased, as str
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-    "transfer-encoding", "upgrade", "x-request-id", "ratelimit", "ratelimit-policy", "x-ratelimit-limit",
-    "x-ratelimit-remaining", "x-ratelimit-reset", "server", "date",
+DROP_RESPONSE = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer", b"trailers",
+    b"transfer-encoding", b"upgrade", b"x-request-id", b"ratelimit", b"ratelimit-policy", b"x-ratelimit-limit",
+    b"x-ratelimit-remaining", b"x-ratelimit-reset", b"server", b"date",
 })
+
 ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 SMALL_BODY = 256 * 1024
 _encode = msgspec.json.Encoder().encode
@@ -77,24 +77,16 @@ def problem_message(status: int, title: str, detail: str, slug: str, request_id:
     return _encode(body)
 
 
-def upstream_client(*, pool_size: int, connect_timeout: float, timeout: float) -> Client:
-    """The one pooled upstream client of a process (pyreqwest: reqwest/hyper underneath).
-
-    Bodies pass through undecoded (no gzip/brotli/zstd/deflate: the client neither asks for nor
-    decodes them), no redirects followed, no cookies, no proxy from the environment, HTTP/1.1.
-    `timeout` bounds the whole call (connect, request, response body); `connect_timeout` opening a
-    connection. The client must be used (and closed) on the event loop that runs the gateway.
-    """
-    return (ClientBuilder().max_connections(pool_size).timeout(timedelta(seconds=timeout))
-            .connect_timeout(timedelta(seconds=connect_timeout)).pool_idle_timeout(timedelta(seconds=30))
-            .follow_redirects(False).gzip(False).brotli(False).zstd(False).deflate(False)
-            .no_proxy().http1_only().error_for_status(False).build())
+def upstream_client(*, pool_size: int, connect_timeout: float, timeout: float) -> UpstreamClient:
+    """The one pooled upstream client of a process (see upstream.py). `timeout` bounds each whole
+    call (connect, request, answer, body), `connect_timeout` opening a connection."""
+    return UpstreamClient(pool_size=pool_size, connect_timeout=connect_timeout, timeout=timeout)
 
 
 class Gateway:
     """One per process; built by the gateway's lifespan and kept on `app.state.gateway`."""
 
-    def __init__(self, *, cache: GatewayCache, redis: FastRedis, redis_aux: Redis, http: Client,
+    def __init__(self, *, cache: GatewayCache, redis: FastRedis, redis_aux: Redis, http: UpstreamClient,
                  stats: GatewayStats | None = None) -> None:
         self.cache = cache
         self.redis = redis  # the hot path's pipelined client (EVALSHA only)
@@ -209,7 +201,7 @@ class Gateway:
 
         api_key: str | None = None
         authorization: str | None = None
-        forward: list[tuple[str, str]] = []
+        forward: list[tuple[bytes, bytes]] = []
         drop_extra: set[bytes] = set()
         host = content_length = None
         chunked = has_accept_encoding = has_user_agent = False
@@ -223,16 +215,17 @@ class Gateway:
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
             elif name == b"host":
-                host = value.decode("latin-1")
+                host = value
             elif name == b"content-length":
                 content_length = value
             elif name == b"transfer-encoding":
                 chunked = True
             elif name == b"connection":
                 drop_extra.update(t.strip().lower() for t in value.split(b","))
-        for name, value in scope["headers"]:
-            if name not in DROP_REQUEST and name not in drop_extra:
-                forward.append((name.decode("latin-1"), value.decode("latin-1")))
+        if drop_extra:
+            forward = [(n, v) for n, v in scope["headers"] if n not in DROP_REQUEST and n not in drop_extra]
+        else:
+            forward = [(n, v) for n, v in scope["headers"] if n not in DROP_REQUEST]
 
         client = scope.get("client")
         request = ParsedRequest(method=method, path=rest, query=scope.get("query_string", b""), api=api,
@@ -265,88 +258,82 @@ class Gateway:
         if now >= caller.period_end:
             roll_period(caller, now)
 
-        target = api.upstream + rest
-        if request.query:
-            target += "?" + request.query.decode("latin-1")
+        if api.origin is None:
+            raise GatewayProblem(502, "Bad gateway", f"{api.slug}'s upstream URL is not usable. This call is not "
+                                 "billed.", "upstream-unreachable")
+        query = request.query
+        target = rest.encode("ascii")  # checked ASCII above, still percent-encoded
+        if query:
+            target += b"?" + query
 
-        # --- the upstream request (built before admission: a bad URL or header is refused unbilled) ---
-        # No Accept-Encoding from the client means no compression (bodies always pass through undecoded:
-        # the client has gzip/brotli/zstd/deflate off, so it neither asks for nor decodes them).
+        # --- the upstream request's headers ---
+        # No Accept-Encoding from the client means no compression (bodies pass through undecoded).
         if not has_accept_encoding:
-            forward.append(("accept-encoding", "identity"))
+            forward.append((b"accept-encoding", b"identity"))
         if not has_user_agent:
-            forward.append(("user-agent", "marketplace-gateway"))
-        forward.append(("x-forwarded-for", request.client_ip))
-        forward.append(("x-forwarded-proto", scope.get("scheme", "http")))
+            forward.append((b"user-agent", b"marketplace-gateway"))
+        forward.append((b"x-forwarded-for", request.client_ip.encode("latin-1")))
+        forward.append((b"x-forwarded-proto", scope.get("scheme", "http").encode("latin-1")))
         if host:
-            forward.append(("x-forwarded-host", host))
-        forward.append(("x-request-id", request_id))
-        forward.append(("x-marketplace-proxy-secret", api.proxy_secret))
-        forward.append(("x-marketplace-consumer", caller.consumer_id))
-        forward.append(("x-marketplace-subscription", caller.subscription_id))
-
-        try:
-            builder = self.http.request(method, target).headers(forward)
-        except (ValueError, PyreqwestError):  # not a valid URL or header value for HTTP/1.1
-            raise GatewayProblem(400, "Bad request", "The path, query string or a header is not valid HTTP "
-                                 "(header values must be visible ASCII).", "bad-path") from None
+            forward.append((b"x-forwarded-host", host))
+        forward.append((b"x-request-id", request_id.encode()))
+        forward.extend(api.proxy_headers)
+        forward.extend(caller.proxy_headers)
 
         rl_headers = await self.admit(caller, api, endpoint.id, endpoint.method, endpoint.path,
                                       endpoint.weight, request_id, now)
         headers_out.extend(rl_headers)
 
         # --- proxy ---
+        body: Any = None
         if chunked or (content_length is not None and content_length != b"0"):
             first = await receive()
             if first.get("more_body"):
-                builder = builder.body_stream(_stream_body(first.get("body", b""), receive))
-                if content_length is not None:
-                    builder = builder.header("content-length", content_length.decode("latin-1"))
+                body = _stream_body(first.get("body", b""), receive)
             else:
-                builder = builder.body_bytes(first.get("body", b""))
-        elif content_length == b"0":
-            builder = builder.header("content-length", "0")
+                body = first.get("body", b"")
 
         billed_outcome = False
+        status = 0
         try:
-            async with builder.build_streamed() as resp:
+            async with self.http.request(method, api.origin, target, forward, body, content_length) as resp:
                 status = resp.status
                 if status >= 500:
                     self.void(caller, api, endpoint.id, endpoint.method, endpoint.path, endpoint.weight,
                               request_id, now)
                 billed_outcome = True  # decided: billed (<500) or voided (5xx)
-                length = None
-                out = []
-                for k, v in resp.headers.items():
-                    if k not in DROP_RESPONSE:
-                        if k == "content-length":
-                            length = v
-                        out.append((k.encode(), v.encode("latin-1", "replace")))
+                out = [(k, v) for k, v in resp.headers if k.lower() not in DROP_RESPONSE]
                 out.extend(headers_out)
-                if method == "HEAD" or status in (204, 304):
+                length = resp.content_length
+                if resp.no_body:
                     await send({"type": "http.response.start", "status": status, "headers": out})
                     await send({"type": "http.response.body", "body": b""})
-                elif length is not None and int(length) <= SMALL_BODY:
-                    body = (await resp.body_reader.bytes()).to_bytes()
+                elif length is not None and length <= SMALL_BODY:
+                    data = await resp.read()
                     await send({"type": "http.response.start", "status": status, "headers": out})
-                    await send({"type": "http.response.body", "body": body})
+                    await send({"type": "http.response.body", "body": data})
                 else:
                     await send({"type": "http.response.start", "status": status, "headers": out})
-                    reader = resp.body_reader
-                    while (chunk := await reader.read_chunk()) is not None:
-                        await send({"type": "http.response.body", "body": chunk.to_bytes(), "more_body": True})
+                    async for chunk in resp.chunks():
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     await send({"type": "http.response.body", "body": b""})
-        except TimeoutError:  # pyreqwest's timeouts (connect, read, total) are TimeoutErrors
+        except ValueError:  # a header value with a line break: never written to the upstream
+            if billed_outcome:
+                return status
+            self.void(caller, api, endpoint.id, endpoint.method, endpoint.path, endpoint.weight, request_id, now)
+            raise GatewayProblem(400, "Bad request", "A header value carries a line break. This call is not "
+                                 "billed.", "bad-request") from None
+        except TimeoutError:  # UpstreamTimeout
             if billed_outcome:
                 return status  # the upstream answered, then stalled mid-body: the answer stands
             self.void(caller, api, endpoint.id, endpoint.method, endpoint.path, endpoint.weight, request_id, now)
             raise GatewayProblem(504, "Gateway timeout", f"{api.slug} did not answer in time. Retry later; this "
                                  "call is not billed.", "upstream-timeout") from None
-        except (PyreqwestError, OSError) as exc:
+        except (UpstreamError, OSError) as exc:
             if billed_outcome:
                 return status
             self.void(caller, api, endpoint.id, endpoint.method, endpoint.path, endpoint.weight, request_id, now)
-            raise GatewayProblem(502, "Bad gateway", f"{api.slug} could not be reached ({type(exc).__name__}). "
+            raise GatewayProblem(502, "Bad gateway", f"{api.slug} could not be reached ({exc}). "
                                  "Retry later; this call is not billed.", "upstream-unreachable") from None
         except BaseException:
             if not billed_outcome:
