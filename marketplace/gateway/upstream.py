@@ -376,17 +376,18 @@ class _Call:
 
     def _head(self, chunked: bool, length: int | None) -> bytes:
         origin = self.origin
-        lines = [b"%s %s%s HTTP/1.1\r\nhost: %s\r\n" % (self.method.encode("ascii"), origin.path_prefix, self.target,
-                                                        origin.host_header)]
+        parts = [b"%s %s%s HTTP/1.1\r\nhost: %s" % (self.method.encode("ascii"), origin.path_prefix, self.target,
+                                                    origin.host_header)]
         for name, value in self.headers:
-            lines.append(b"%s: %s\r\n" % (name, value))
+            parts.append(name + b": " + value)
         if chunked:
-            lines.append(b"transfer-encoding: chunked\r\n")
+            parts.append(b"transfer-encoding: chunked")
         elif length is not None:
-            lines.append(b"content-length: %d\r\n" % length)
-        lines.append(b"\r\n")
-        head = b"".join(lines)
-        if head.count(b"\n") != len(lines) + 1 or head.count(b"\r") != len(lines) + 1:
+            parts.append(b"content-length: %d" % length)
+        parts.append(b"\r\n")
+        head = b"\r\n".join(parts)
+        lines = len(parts) + 1  # the request line and host share the first part
+        if head.count(b"\n") != lines or head.count(b"\r") != lines:
             raise ValueError("a header carries a line break")  # CR/LF smuggled into a value
         return head
 
