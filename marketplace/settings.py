@@ -34,9 +34,17 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = Field(default=None, alias="STRIPE_API_BASE")
     payout_holding_days: int = Field(default=7, ge=0, alias="PAYOUT_HOLDING_DAYS")
     payout_minimum_amount: int = Field(default=100, ge=0, alias="PAYOUT_MINIMUM_AMOUNT")
+    # A batch whose payable total in any currency is above this (minor units) needs two different
+    # operators to approve it. Unset: one approval is enough.
+    payout_second_approval_above: int | None = Field(default=None, ge=0, alias="PAYOUT_SECOND_APPROVAL_ABOVE")
     webhook_retry_schedule: str = Field(
         default="0,5,300,1800,7200,18000,36000,36000", alias="WEBHOOK_RETRY_SCHEDULE"
     )
+    # Billing: days a past_due subscription may still call before it becomes unpaid (402 at the gateway),
+    # hours between charge retries of a failed invoice, and how many attempts in all.
+    billing_grace_days: int = Field(default=3, ge=0, alias="BILLING_GRACE_DAYS")
+    billing_retry_hours: int = Field(default=24, ge=1, alias="BILLING_RETRY_HOURS")
+    billing_max_attempts: int = Field(default=4, ge=1, alias="BILLING_MAX_ATTEMPTS")
     # An endpoint whose attempts have all failed for this long is disabled (endpoint.disabled).
     webhook_disable_after_days: float = Field(default=5, gt=0, alias="WEBHOOK_DISABLE_AFTER_DAYS")
     # Events and delivery attempts older than this are purged daily.
@@ -72,6 +80,11 @@ class Settings(BaseSettings):
         if value and value.startswith(("postgres://", "postgresql://")):
             return "postgresql+asyncpg://" + value.split("://", 1)[1]
         return value
+
+    @field_validator("payout_second_approval_above", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def retry_schedule(self) -> list[int]:
