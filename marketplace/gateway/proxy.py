@@ -36,7 +36,7 @@ from marketplace.core.ids import new_id
 from marketplace.core.redis import key as rkey
 from marketplace.gateway.auth import GatewayProblem, ParsedRequest, authenticate
 from marketplace.gateway.cache import GatewayCache, roll_period
-from marketplace.gateway.fastredis import FastRedis
+from marketplace.gateway.fastredis import FastRedis, bulk_strings
 from marketplace.gateway.records import ApiEntry, Caller
 from marketplace.gateway.stats import GatewayStats
 from marketplace.gateway.upstream import UpstreamClient, UpstreamError
@@ -67,6 +67,7 @@ SMALL_BODY = 256 * 1024
 _encode = msgspec.json.Encoder().encode
 
 LIMIT_NAMES = {2: "per-second", 3: "per-minute", 4: "quota"}
+ADMIT_ARRAY = b"*%d\r\n" % (3 + 7 + 16)  # EVALSHA, sha, numkeys, 7 keys, 16 args
 
 
 def problem_message(status: int, title: str, detail: str, slug: str, request_id: str,
@@ -353,17 +354,30 @@ class Gateway:
                 f"{self.k_quota}:{sub}:{period}", self.k_stream, self.k_used,
                 deny_list_key(jti) if jti else self.k_no_token)
         ttl = int(caller.period_end - now) + 35 * 86400
-        args = (weight, caller.per_second, caller.per_minute, caller.quota, 1 if caller.quota_hard else 0, ttl,
-                request_id, sub, endpoint_id, caller.consumer_id, api.partner_id, api.id, caller.key_id or "",
-                method, path, 1 if jti else 0)
+        head = (weight, caller.per_second, caller.per_minute, caller.quota, 1 if caller.quota_hard else 0)
+        tail = (sub, endpoint_id, caller.consumer_id, api.partner_id, api.id, caller.key_id or "", method, path,
+                1 if jti else 0)
+
+        def command(sha: str) -> bytes:
+            # EVALSHA sha 7 KEYS… ARGV[1-5] | ARGV[6] ttl, ARGV[7] request id | ARGV[8-16]: all but the
+            # middle are constant for a cached key caller, so they are encoded once (bearer calls
+            # carry their token's jti in KEYS[7] and are encoded whole).
+            cache_key = (endpoint_id, period, sha)
+            parts = caller.admit_parts.get(cache_key) if jti is None else None
+            if parts is None:
+                parts = (bulk_strings(("EVALSHA", sha, 7, *keys, *head)), bulk_strings(tail))
+                if jti is None:
+                    caller.admit_parts[cache_key] = parts
+            return b"".join((ADMIT_ARRAY, parts[0], bulk_strings((ttl, request_id)), parts[1]))
+
         try:
             if self.admit_sha is None:
                 self.admit_sha = await self.redis.script_load(ADMIT_LUA)
             try:
-                result = await self.redis.evalsha(self.admit_sha, 7, *keys, *args)
+                result = await self.redis.execute_encoded(command(self.admit_sha))
             except NoScriptError:  # Redis restarted (or flushed scripts): load once more
                 self.admit_sha = await self.redis.script_load(ADMIT_LUA)
-                result = await self.redis.evalsha(self.admit_sha, 7, *keys, *args)
+                result = await self.redis.execute_encoded(command(self.admit_sha))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("gateway_redis_unavailable", error=type(exc).__name__)
             raise GatewayProblem(503, "Service unavailable", "Rate limiting and metering are unavailable for a "

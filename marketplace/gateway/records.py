@@ -119,3 +119,5 @@ class Caller:
     client_id: str | None = None
     # X-Marketplace-Consumer / -Subscription for the upstream request, encoded once.
     proxy_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # The admit.lua call's constant parts, RESP-encoded, by (endpoint id, period, script sha): key path only.
+    admit_parts: dict[tuple[str, str, str], tuple[bytes, bytes]] = field(default_factory=dict)
