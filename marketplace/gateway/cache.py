@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from marketplace.core.cache import channel
 from marketplace.core.security import decrypt
 from marketplace.gateway.records import ApiEntry, Caller, EndpointEntry, EndpointMatcher, PlanOffer
+from marketplace.gateway.upstream import Origin
 from marketplace.subscriptions.models import ApiKey, Subscription
 from marketplace.subscriptions.periods import period_containing
 from oauth.keys import refresh_key_ring
@@ -68,9 +69,15 @@ async def load_api(session: AsyncSession, slug: str) -> ApiEntry | None:
     except Exception:  # an undecryptable secret must not take the gateway down; the upstream can tell
         log.warning("proxy_secret_undecryptable", api_id=api.id)
         secret = ""
+    try:
+        origin = Origin(api.upstream_url)
+    except ValueError:
+        log.warning("upstream_url_unusable", api_id=api.id)
+        origin = None
     return ApiEntry(
         id=api.id, slug=api.slug, partner_id=api.partner_id, status=api.status,
-        upstream=api.upstream_url.rstrip("/"), proxy_secret=secret,
+        upstream=api.upstream_url.rstrip("/"), proxy_secret=secret, origin=origin,
+        proxy_headers=[(b"x-marketplace-proxy-secret", secret.encode("latin-1", "replace"))],
         matcher=EndpointMatcher([EndpointEntry(e.id, e.method.upper(), e.path, e.scope, max(int(e.weight), 0))
                                  for e in endpoints]),
         plans=[PlanOffer(id=o[0], name=o[1], per_second=o[2], per_minute=o[3], quota=o[4]) for o in offers],
@@ -117,6 +124,8 @@ def caller_for(sub: Subscription, plan: PlanVersion, key: ApiKey | None) -> Call
         revoked=bool(key and key.revoked_at is not None),
         expires_at=_ts(key.expires_at) if key and key.expires_at else None,
         policy_header=policy_header(per_second, per_minute, quota, int(end - start)),
+        proxy_headers=[(b"x-marketplace-consumer", sub.consumer_id.encode()),
+                       (b"x-marketplace-subscription", sub.id.encode())],
     )
 
 
