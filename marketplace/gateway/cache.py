@@ -29,6 +29,7 @@ from marketplace.gateway.upstream import Origin
 from marketplace.subscriptions.models import ApiKey, Subscription
 from marketplace.subscriptions.periods import period_containing
 from oauth.keys import refresh_key_ring
+from partners.models import Partner
 from partners.publishing.models import Api, Endpoint, Plan, PlanVersion
 
 log = structlog.get_logger("marketplace.gateway")
@@ -53,9 +54,11 @@ def _ts(value: datetime) -> float:
 
 
 async def load_api(session: AsyncSession, slug: str) -> ApiEntry | None:
-    api = await session.scalar(select(Api).where(Api.slug == slug))
-    if api is None:
+    row = (await session.execute(select(Api, Partner.status).join(Partner, Partner.id == Api.partner_id)
+                                 .where(Api.slug == slug))).first()
+    if row is None:
         return None
+    api, partner_status = row
     endpoints = (await session.scalars(select(Endpoint).where(Endpoint.api_id == api.id)
                                        .order_by(Endpoint.created_at, Endpoint.id))).all()
     offers = (await session.execute(
@@ -75,7 +78,9 @@ async def load_api(session: AsyncSession, slug: str) -> ApiEntry | None:
         log.warning("upstream_url_unusable", api_id=api.id)
         origin = None
     return ApiEntry(
-        id=api.id, slug=api.slug, partner_id=api.partner_id, status=api.status,
+        # A suspended partner's APIs are suspended too (operators suspend either).
+        id=api.id, slug=api.slug, partner_id=api.partner_id,
+        status="suspended" if partner_status == "suspended" and api.status == "published" else api.status,
         upstream=api.upstream_url.rstrip("/"), proxy_secret=secret, origin=origin,
         proxy_headers=[(b"x-marketplace-proxy-secret", secret.encode("latin-1", "replace"))],
         matcher=EndpointMatcher([EndpointEntry(e.id, e.method.upper(), e.path, e.scope, max(int(e.weight), 0))

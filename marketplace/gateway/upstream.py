@@ -35,6 +35,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from marketplace.core.ssrf import UnsafeURL, public_addresses
+
 BUFFER_HIGH = 256 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
@@ -303,9 +305,15 @@ class UpstreamClient:
                 self.ssl_context = ssl.create_default_context()
             context = self.ssl_context
         try:
+            # New connections only (pooled ones are reused): resolve, apply the SSRF rule to every
+            # address, and connect to a checked address, so a partner cannot re-point its DNS at
+            # our private network after publishing (DNS rebinding).
+            address = (await asyncio.wait_for(public_addresses(origin.host, origin.port), self.connect_timeout))[0]
             _, conn = await asyncio.wait_for(loop.create_connection(
-                lambda: _Connection(self, origin.key), origin.host, origin.port, ssl=context,
+                lambda: _Connection(self, origin.key), address, origin.port, ssl=context,
                 server_hostname=origin.host if context else None), self.connect_timeout)
+        except UnsafeURL as exc:
+            raise UpstreamError(f"refused to connect to {origin.host}: {exc}") from None
         except TimeoutError:
             raise UpstreamTimeout(f"connecting to {origin.host}:{origin.port} timed out") from None
         except OSError as exc:

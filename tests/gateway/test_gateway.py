@@ -428,3 +428,21 @@ async def test_revocation_reaches_another_gateway_process_within_a_second(
     finally:
         server.terminate()
         server.wait(10)
+
+
+async def test_an_upstream_whose_dns_now_points_at_a_private_address_is_refused_at_connect(
+        app, api: Api, upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the upstream passed the SSRF rule when it was saved, then its name resolves to
+    our private network. New connections check every resolved address again, so the call is a 502
+    (not billed) and nothing is sent there."""
+    world = await make_api(app, api, upstream.url.replace("127.0.0.1", "localhost"))
+    user, sub, key = await consumer_with_key(app, api, world)
+    from marketplace.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "allow_private_networks", False)
+    before = len(upstream.received)
+    refused = await api.client.get(gw(world, "/forecast/x"), headers={"X-API-Key": key["key"]})
+    assert_problem(refused, 502)
+    assert len(upstream.received) == before
+    await flush(app)
+    assert (await usage(api, user, sub["id"]))["units"] == 0
