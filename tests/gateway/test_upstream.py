@@ -262,3 +262,64 @@ async def test_a_header_with_a_line_break_is_never_written() -> None:
                 pass
         await http.close()
     assert srv.requests == []
+
+
+def _self_signed(tmp_path, name: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+async def test_https_upstreams_are_verified_with_sni_and_a_wrong_certificate_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import ssl
+
+    good_cert, good_key = _self_signed(tmp_path, "localhost")
+    wrong_cert, wrong_key = _self_signed(tmp_path, "other.example")
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(ok(b"secure"))
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    trust = ssl.create_default_context(cafile=good_cert)
+    trust.load_verify_locations(cafile=wrong_cert)
+    for cert, key, expect_ok in ((good_cert, good_key, True), (wrong_cert, wrong_key, False)):
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(cert, key)
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        http = UpstreamClient(pool_size=4, connect_timeout=2, timeout=3, ssl_context=trust)
+        try:
+            if expect_ok:
+                async with http.request("GET", Origin(f"https://localhost:{port}/v1"), b"/x", []) as resp:
+                    assert resp.status == 200 and await resp.read() == b"secure"
+            else:  # the certificate is valid, but for another name: hostname verification refuses it
+                with pytest.raises(UpstreamError):
+                    async with http.request("GET", Origin(f"https://localhost:{port}/v1"), b"/x", []) as resp:
+                        pass
+        finally:
+            await http.close()
+            server.close()
