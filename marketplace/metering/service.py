@@ -297,3 +297,57 @@ async def partner_usage(session: AsyncSession, partner_id: str, *, api_id: str |
             for r in rows.all()]
 
 
+
+
+# --- read side for the portal (charts, status page, /metrics) -------------------------------
+
+
+async def daily_usage(session: AsyncSession, subscription_id: str, start: datetime,
+                      end: datetime) -> list[tuple[str, int, int]]:
+    """Billable (day 'YYYY-MM-DD', calls, units) of one subscription in [start, end), from the
+    hourly rollups (whole hours: a day's first and last partial hour belong to their day)."""
+    day = func.date_trunc("day", func.timezone("UTC", UsageRollup.hour))
+    rows = await session.execute(
+        select(func.to_char(day, "YYYY-MM-DD"), func.sum(UsageRollup.calls), func.sum(UsageRollup.units))
+        .where(UsageRollup.subscription_id == subscription_id, UsageRollup.hour >= floor_hour(start),
+               UsageRollup.hour < end)
+        .group_by(day).order_by(day))
+    return [(r[0], int(r[1]), int(r[2])) for r in rows.all()]
+
+
+@dataclass(frozen=True)
+class CallOutcomes:
+    """Calls the gateway admitted for an API since a time: all, and those that failed (the
+    upstream answered 5xx, or did not answer: 502/504). Refusals (401/429) never reach the ledger."""
+
+    calls: int
+    failed: int
+
+    @property
+    def availability(self) -> float | None:
+        return None if self.calls == 0 else (self.calls - self.failed) / self.calls
+
+
+async def call_outcomes(session: AsyncSession, api_ids: list[str], since: datetime) -> dict[str, CallOutcomes]:
+    """Per API: admitted calls and failed (voided, never billed) calls since `since`."""
+    if not api_ids:
+        return {}
+    failed = func.count().filter(UsageEvent.billable.is_(False))
+    rows = await session.execute(
+        select(UsageEvent.api_id, func.count(), failed)
+        .where(UsageEvent.api_id.in_(api_ids), UsageEvent.occurred_at >= since)
+        .group_by(UsageEvent.api_id))
+    found = {r[0]: CallOutcomes(int(r[1]), int(r[2])) for r in rows.all()}
+    return {api_id: found.get(api_id, CallOutcomes(0, 0)) for api_id in api_ids}
+
+
+async def flush_lag_seconds(redis: Redis, now: datetime | None = None) -> float:
+    """Age of the oldest entry still in the usage stream (read-but-unacknowledged ones stay there
+    too, until their batch commits); 0 when the stream is empty."""
+    oldest = await redis.xrange(stream_key(), "-", "+", count=1)
+    if not oldest:
+        return 0.0
+    entry_id = oldest[0][0]
+    ms = int((entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-", 1)[0])
+    now_ms = (now or datetime.now(UTC)).timestamp() * 1000
+    return max(0.0, (now_ms - ms) / 1000)

@@ -1,0 +1,368 @@
+"""The portal's pages. Thin: each handler reads the session, checks CSRF on forms, calls the
+domains' services (through `portal.service` for read models) and renders a template. Service
+errors become friendly HTML pages (never problem+json, never a 500)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Controller, Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.response import Redirect, Template
+from litestar.status_codes import HTTP_200_OK
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from marketplace.accounts import service as accounts
+from marketplace.accounts.routes import session_principal
+from marketplace.catalog import service as catalog
+from marketplace.core.auth import SESSION_COOKIE
+from marketplace.core.errors import NotFound, PaymentRequired, Problem
+from marketplace.core.pagination import checked_cursor
+from marketplace.core.security import Principal, check_csrf, constant_time_equals, csrf_token
+from marketplace.metering.pricing import estimate_amount
+from marketplace.portal import metrics, service
+from marketplace.portal.snippets import snippets
+from marketplace.settings import get_settings
+from marketplace.subscriptions import service as subscriptions
+from oauth import service as oauth
+from partners import service as partners
+from partners.connect import service as connect
+
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}
+MAX_UNITS = 10**12
+NOTICES = {
+    "subscribed": "Subscribed. Create an API key below to start calling the API.",
+    "key-revoked": "The key is revoked; the gateway refuses it within a second.",
+    "grant-revoked": "Access revoked: the app's tokens stop working at once.",
+    "app-deleted": "The app is deleted and its tokens are revoked.",
+    "canceled": "The subscription will end at the end of the current period.",
+}
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The logged-in user of a page, with the CSRF token for its forms."""
+
+    principal: Principal
+    csrf: str
+    session_token: str
+
+
+async def viewer_of(request: Request[Any, Any, Any], db_session: AsyncSession) -> Viewer | None:
+    principal = await session_principal(request, db_session)
+    raw = request.cookies.get(SESSION_COOKIE)
+    if principal is None or not raw:
+        return None
+    return Viewer(principal, csrf_token(raw), raw)
+
+
+def page(name: str, viewer: Viewer | None, status_code: int = HTTP_200_OK, **context: Any) -> Template:
+    return Template(f"portal/{name}", context={"viewer": viewer, "money": service.money, **context},
+                    status_code=status_code, headers=PAGE_HEADERS)
+
+
+def error_page(status: int, title: str, detail: str, viewer: Viewer | None = None) -> Template:
+    return page("error.html", viewer, status_code=status, title=title, detail=detail)
+
+
+def login_redirect(path: str) -> Redirect:
+    return Redirect(f"/login?next={quote(path, safe='/')}", status_code=303)
+
+
+def _problem_page(request: Request[Any, Any, Any], exc: Problem) -> Response[Any]:
+    return error_page(exc.status, exc.title, exc.detail)
+
+
+def _http_page(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if exc.status_code >= 500:
+        detail = "Something went wrong on our side. Try again in a minute."
+    elif exc.status_code == 404:
+        detail = "There is no such page. Start from the catalog."
+    else:
+        detail = "This request could not be handled. Check what you entered and try again."
+    return error_page(exc.status_code, "Something is not right", detail)
+
+
+async def checked_form(request: Request[Any, Any, Any], viewer: Viewer) -> dict[str, str] | Template:
+    """The submitted form, or an error page when its CSRF token is missing or wrong."""
+    form = await request.form()
+    data = {k: str(v) for k, v in form.items()}
+    if not check_csrf(viewer.session_token, data.get("csrf_token")):
+        return error_page(403, "This form has expired",
+                          "The form was not sent from this site or your session changed. Go back, reload the page "
+                          "and submit it again.", viewer)
+    return data
+
+
+class PortalPages(Controller):
+    include_in_schema = False
+    exception_handlers = {Problem: _problem_page, HTTPException: _http_page}
+
+
+class CatalogPages(PortalPages):
+    path = "/catalog"
+
+    @get("/")
+    async def catalog(self, request: Request[Any, Any, Any], db_session: AsyncSession, q: str | None = None,
+                      category: str | None = None, tag: str | None = None,
+                      starting_after: str | None = None) -> Template:
+        viewer = await viewer_of(request, db_session)
+        q, category, tag = ((v or "").strip()[:200] or None for v in (q, category, tag))
+        try:
+            cursor = checked_cursor(starting_after or None)
+        except Problem:
+            cursor = None
+        results = await catalog.search(db_session, q=q, category=category, tag=tag, limit=12, starting_after=cursor)
+        return page("catalog.html", viewer, results=results.data, has_more=results.has_more,
+                    next_cursor=results.next_cursor, q=q or "", category=category or "", tag=tag or "",
+                    categories=await catalog.categories(db_session), paged=bool(cursor))
+
+    @get("/{slug:str}")
+    async def api_page(self, request: Request[Any, Any, Any], db_session: AsyncSession, slug: str,
+                       units: str | None = None) -> Template:
+        return await self._api_page(request, db_session, slug, units)
+
+    async def _api_page(self, request: Request[Any, Any, Any], db_session: AsyncSession, slug: str,
+                        units: str | None, *, message: str | None = None, needs_billing: bool = False,
+                        status_code: int = HTTP_200_OK) -> Template:
+        viewer = await viewer_of(request, db_session)
+        try:
+            api, partner = await catalog.get_published(db_session, slug)
+        except NotFound:
+            return error_page(404, "No such API", f"There is no published API called {slug!r}. "
+                              "Search the catalog for another one.", viewer)
+        plans, endpoints, scopes = await catalog.details(db_session, api)
+        units_value, units_error = None, None
+        if units not in (None, ""):
+            try:
+                units_value = int(str(units).replace(",", "").replace("_", "").strip())
+                if not 0 <= units_value <= MAX_UNITS:
+                    raise ValueError
+            except ValueError:
+                units_value, units_error = None, f"Enter a whole number of units between 0 and {MAX_UNITS:,}."
+        quotes = [(plan, version, estimate_amount(version, units_value)) for plan, version in plans] \
+            if units_value is not None else []
+        groups: dict[str, list[Any]] = {}
+        for ep in endpoints:
+            groups.setdefault(ep.scope or "", []).append(ep)
+        scope_text = {s.name: s.description for s in scopes}
+        base = get_settings().base_url
+        code = {ep.id: snippets(base, api.slug, ep.method, ep.path) for ep in endpoints}
+        subscription = None
+        if viewer is not None:
+            live = await subscriptions.list_with_plans(db_session, viewer.principal.user_id)
+            subscription = next((s for s, _, a in live if a.id == api.id), None)
+        return page("api.html", viewer, status_code=status_code, api=api, partner=partner, plans=plans,
+                    groups=sorted(groups.items()), scope_text=scope_text, code=code, units=units or "",
+                    units_value=units_value, units_error=units_error, quotes=quotes,
+                    price_lines=service.unit_price, message=message, needs_billing=needs_billing,
+                    subscription=subscription, gateway=f"{base.rstrip('/')}/gateway/{api.slug}")
+
+    @post("/{slug:str}/subscribe", status_code=HTTP_200_OK)
+    async def subscribe(self, request: Request[Any, Any, Any], db_session: AsyncSession,
+                        slug: str) -> Template | Redirect:
+        viewer = await viewer_of(request, db_session)
+        if viewer is None:
+            return login_redirect(f"/catalog/{slug}")
+        form = await checked_form(request, viewer)
+        if isinstance(form, Template):
+            return form
+        try:
+            sub, _ = await subscriptions.create_subscription(db_session, viewer.principal.user_id,
+                                                             form.get("plan_id", ""))
+        except PaymentRequired:
+            return await self._api_page(request, db_session, slug, None, needs_billing=True, status_code=402,
+                                        message="This plan is paid and you have no payment method on file yet.")
+        except Problem as exc:
+            return await self._api_page(request, db_session, slug, None, message=exc.detail,
+                                        status_code=exc.status)
+        return Redirect(f"/dashboard?notice=subscribed#sub-{sub.id}", status_code=303)
+
+
+class DashboardPages(PortalPages):
+    path = "/dashboard"
+
+    @get("/")
+    async def dashboard(self, request: Request[Any, Any, Any], db_session: AsyncSession,
+                        notice: str | None = None) -> Template | Redirect:
+        viewer = await viewer_of(request, db_session)
+        if viewer is None:
+            return login_redirect("/dashboard")
+        return await self._render(db_session, viewer, notice=NOTICES.get(notice or ""))
+
+    async def _render(self, db_session: AsyncSession, viewer: Viewer, *, notice: str | None = None,
+                      new_key: Any = None, error: str | None = None, status_code: int = HTTP_200_OK) -> Template:
+        board = await service.dashboard(db_session, viewer.principal)
+        user = await accounts.get_user(db_session, viewer.principal.user_id)
+        return page("dashboard.html", viewer, status_code=status_code, board=board, user=user, notice=notice,
+                    new_key=new_key, error=error, payments=get_settings().payments_enabled)
+
+    async def _form(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> tuple[Viewer, dict[str, str]] | Template | Redirect:
+        viewer = await viewer_of(request, db_session)
+        if viewer is None:
+            return login_redirect("/dashboard")
+        form = await checked_form(request, viewer)
+        return form if isinstance(form, Template) else (viewer, form)
+
+    @post("/api-keys", status_code=HTTP_200_OK)
+    async def create_key(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template | Redirect:
+        got = await self._form(request, db_session)
+        if not isinstance(got, tuple):
+            return got
+        viewer, form = got
+        name = form.get("name", "").strip()[:200] or "Key"
+        try:
+            key, token = await subscriptions.create_key(db_session, viewer.principal.user_id,
+                                                        form.get("subscription_id", ""), name)
+        except Problem as exc:
+            return await self._render(db_session, viewer, error=exc.detail, status_code=exc.status)
+        # Shown once, on this page only (never stored in clear, never in a redirect URL).
+        return await self._render(db_session, viewer, new_key={"id": key.id, "name": key.name, "value": token.value},
+                                  status_code=201)
+
+    @post("/api-keys/{key_id:str}/revoke", status_code=HTTP_200_OK)
+    async def revoke_key(self, request: Request[Any, Any, Any], db_session: AsyncSession,
+                         key_id: str) -> Template | Redirect:
+        got = await self._form(request, db_session)
+        if not isinstance(got, tuple):
+            return got
+        await subscriptions.revoke_key(db_session, got[0].principal.user_id, key_id)
+        return Redirect("/dashboard?notice=key-revoked#keys", status_code=303)
+
+    @post("/subscriptions/{subscription_id:str}/cancel", status_code=HTTP_200_OK)
+    async def cancel(self, request: Request[Any, Any, Any], db_session: AsyncSession,
+                     subscription_id: str) -> Template | Redirect:
+        got = await self._form(request, db_session)
+        if not isinstance(got, tuple):
+            return got
+        await subscriptions.cancel(db_session, got[0].principal.user_id, subscription_id, now=False)
+        return Redirect("/dashboard?notice=canceled", status_code=303)
+
+    @post("/grants/{grant_id:str}/revoke", status_code=HTTP_200_OK)
+    async def revoke_grant(self, request: Request[Any, Any, Any], db_session: AsyncSession,
+                           grant_id: str) -> Template | Redirect:
+        got = await self._form(request, db_session)
+        if not isinstance(got, tuple):
+            return got
+        await oauth.revoke_grant(db_session, request.app.state.redis, got[0].principal.user_id, grant_id)
+        return Redirect("/dashboard?notice=grant-revoked#apps", status_code=303)
+
+    @post("/apps/{app_id:str}/delete", status_code=HTTP_200_OK)
+    async def delete_app(self, request: Request[Any, Any, Any], db_session: AsyncSession,
+                         app_id: str) -> Template | Redirect:
+        got = await self._form(request, db_session)
+        if not isinstance(got, tuple):
+            return got
+        await oauth.delete_app(db_session, request.app.state.redis, got[0].principal.user_id, app_id)
+        return Redirect("/dashboard?notice=app-deleted#apps", status_code=303)
+
+
+class PartnerPages(PortalPages):
+    path = "/partner/{partner_id:str}"
+
+    @get("/")
+    async def partner_page(self, request: Request[Any, Any, Any], db_session: AsyncSession, partner_id: str,
+                           connect: str | None = None) -> Template | Redirect:
+        viewer = await viewer_of(request, db_session)
+        if viewer is None:
+            return login_redirect(f"/partner/{partner_id}")
+        return await self._render(db_session, viewer, partner_id,
+                                  notice="Welcome back from Stripe. Your Connect status updates when Stripe "
+                                         "tells us (usually within a minute)." if connect == "return" else None)
+
+    async def _render(self, db_session: AsyncSession, viewer: Viewer, partner_id: str, *, notice: str | None = None,
+                      error: str | None = None, status_code: int = HTTP_200_OK) -> Template:
+        try:
+            board = await service.partner_dashboard(db_session, viewer.principal, partner_id)
+        except NotFound:
+            return error_page(404, "Not found", "There is no such partner page, or you are not one of its "
+                              "members. Your partners are listed on your dashboard.", viewer)
+        return page("partner.html", viewer, status_code=status_code, board=board, notice=notice, error=error)
+
+    @post("/connect", status_code=HTTP_200_OK)
+    async def connect_onboarding(self, request: Request[Any, Any, Any], db_session: AsyncSession,
+                                 partner_id: str) -> Template | Redirect:
+        viewer = await viewer_of(request, db_session)
+        if viewer is None:
+            return login_redirect(f"/partner/{partner_id}")
+        form = await checked_form(request, viewer)
+        if isinstance(form, Template):
+            return form
+        try:
+            partner, _ = await partners.require_member(db_session, viewer.principal, partner_id, ("owner", "admin"))
+            url, _, _ = await connect.onboarding_link(db_session, partner)
+        except NotFound:
+            return await self._render(db_session, viewer, partner_id, status_code=404,
+                                      error="Only the partner's owners and admins can set up payouts.")
+        except Problem as exc:
+            return await self._render(db_session, viewer, partner_id, error=exc.detail, status_code=exc.status)
+        return Redirect(url, status_code=303)
+
+
+class StatusPage(PortalPages):
+    @get("/status")
+    async def status(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template:
+        viewer = await viewer_of(request, db_session)
+        return page("status.html", viewer, rows=await service.status_rows(db_session))
+
+
+class SignupPage(PortalPages):
+    """A sign-up form beside /login (the API's POST /v1/signup, then a browser session)."""
+
+    @get("/signup")
+    async def signup_page(self, next: str | None = None) -> Template:
+        return page("signup.html", None, next=_safe_next(next), error=None, values={})
+
+    @post("/signup", status_code=HTTP_200_OK)
+    async def signup(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template | Redirect:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        values = {"email": form.get("email", ""), "name": form.get("name", "")}
+        next_url = _safe_next(form.get("next"))
+        origin = request.headers.get("origin")
+        if origin and origin != "null" and origin.split("://", 1)[-1] != request.headers.get("host"):
+            return page("signup.html", None, status_code=403, next=next_url, values=values,
+                        error="Cross-site sign-up refused.")
+        password = form.get("password", "")
+        name = values["name"].strip()
+        if len(password) < 8 or not name or "@" not in values["email"]:
+            return page("signup.html", None, status_code=422, next=next_url, values=values,
+                        error="Enter your name, an email address and a password of at least 8 characters.")
+        try:
+            async with db_session.begin_nested():
+                await accounts.signup(db_session, email=values["email"], password=password, name=name)
+            _user, token, row = await accounts.login(db_session, email=values["email"], password=password,
+                                                    kind=accounts.SESSION_KIND)
+        except Problem as exc:
+            return page("signup.html", None, status_code=exc.status, next=next_url, values=values, error=exc.detail)
+        response = Redirect(next_url, status_code=303)
+        response.set_cookie(SESSION_COOKIE, token.value, httponly=True, samesite="lax", path="/",
+                            secure=request.url.scheme == "https", expires=row.expires_at)
+        return response
+
+
+def _safe_next(target: str | None) -> str:
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/dashboard"
+    return target
+
+
+class MetricsEndpoint(Controller):
+    include_in_schema = False
+
+    @get("/metrics")
+    async def metrics(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Response[bytes]:
+        token = get_settings().metrics_token
+        if not token:
+            raise NotFound("No route for GET /metrics. Set METRICS_TOKEN to enable it.")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not constant_time_equals(given.strip(), token):
+            return Response(b"Send Authorization: Bearer <METRICS_TOKEN>.\n", status_code=401,
+                            media_type="text/plain", headers={"WWW-Authenticate": "Bearer"})
+        values = await service.operational_gauges(db_session, request.app.state.redis)
+        body = metrics.process_metrics() + metrics.gauges_text(values)
+        return Response(body, media_type=metrics.CONTENT_TYPE, headers={"Cache-Control": "no-store"})
+
+
+ROUTES = [CatalogPages, DashboardPages, PartnerPages, StatusPage, SignupPage, MetricsEndpoint]
