@@ -4,6 +4,7 @@ errors become friendly HTML pages (never problem+json, never a 500)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +31,7 @@ from oauth import service as oauth
 from partners import service as partners
 from partners.connect import service as connect
 
+ID = re.compile(r"[a-z]{1,8}_[0-9a-z]{1,40}")
 PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}
 MAX_UNITS = 10**12
 NOTICES = {
@@ -65,6 +67,13 @@ def page(name: str, viewer: Viewer | None, status_code: int = HTTP_200_OK, **con
 
 def error_page(status: int, title: str, detail: str, viewer: Viewer | None = None) -> Template:
     return page("error.html", viewer, status_code=status, title=title, detail=detail)
+
+
+def checked_id(value: str | None, kind: str) -> str:
+    """An id from a form or path must look like one of ours before it reaches a query."""
+    if not value or not ID.fullmatch(value):
+        raise NotFound(f"There is no such {kind}. Reload the page and try again.")
+    return value
 
 
 def login_redirect(path: str) -> Redirect:
@@ -109,7 +118,7 @@ class CatalogPages(PortalPages):
                       category: str | None = None, tag: str | None = None,
                       starting_after: str | None = None) -> Template:
         viewer = await viewer_of(request, db_session)
-        q, category, tag = ((v or "").strip()[:200] or None for v in (q, category, tag))
+        q, category, tag = (_clean(v) for v in (q, category, tag))
         try:
             cursor = checked_cursor(starting_after or None)
         except Problem:
@@ -171,7 +180,7 @@ class CatalogPages(PortalPages):
             return form
         try:
             sub, _ = await subscriptions.create_subscription(db_session, viewer.principal.user_id,
-                                                             form.get("plan_id", ""))
+                                                             checked_id(form.get("plan_id"), "plan"))
         except PaymentRequired:
             return await self._api_page(request, db_session, slug, None, needs_billing=True, status_code=402,
                                         message="This plan is paid and you have no payment method on file yet.")
@@ -215,7 +224,7 @@ class DashboardPages(PortalPages):
         name = form.get("name", "").strip()[:200] or "Key"
         try:
             key, token = await subscriptions.create_key(db_session, viewer.principal.user_id,
-                                                        form.get("subscription_id", ""), name)
+                                                        checked_id(form.get("subscription_id"), "subscription"), name)
         except Problem as exc:
             return await self._render(db_session, viewer, error=exc.detail, status_code=exc.status)
         # Shown once, on this page only (never stored in clear, never in a redirect URL).
@@ -228,7 +237,7 @@ class DashboardPages(PortalPages):
         got = await self._form(request, db_session)
         if not isinstance(got, tuple):
             return got
-        await subscriptions.revoke_key(db_session, got[0].principal.user_id, key_id)
+        await subscriptions.revoke_key(db_session, got[0].principal.user_id, checked_id(key_id, "API key"))
         return Redirect("/dashboard?notice=key-revoked#keys", status_code=303)
 
     @post("/subscriptions/{subscription_id:str}/cancel", status_code=HTTP_200_OK)
@@ -237,7 +246,8 @@ class DashboardPages(PortalPages):
         got = await self._form(request, db_session)
         if not isinstance(got, tuple):
             return got
-        await subscriptions.cancel(db_session, got[0].principal.user_id, subscription_id, now=False)
+        await subscriptions.cancel(db_session, got[0].principal.user_id, checked_id(subscription_id, "subscription"),
+                                   now=False)
         return Redirect("/dashboard?notice=canceled", status_code=303)
 
     @post("/grants/{grant_id:str}/revoke", status_code=HTTP_200_OK)
@@ -275,7 +285,7 @@ class PartnerPages(PortalPages):
     async def _render(self, db_session: AsyncSession, viewer: Viewer, partner_id: str, *, notice: str | None = None,
                       error: str | None = None, status_code: int = HTTP_200_OK) -> Template:
         try:
-            board = await service.partner_dashboard(db_session, viewer.principal, partner_id)
+            board = await service.partner_dashboard(db_session, viewer.principal, checked_id(partner_id, "partner"))
         except NotFound:
             return error_page(404, "Not found", "There is no such partner page, or you are not one of its "
                               "members. Your partners are listed on your dashboard.", viewer)
@@ -291,7 +301,8 @@ class PartnerPages(PortalPages):
         if isinstance(form, Template):
             return form
         try:
-            partner, _ = await partners.require_member(db_session, viewer.principal, partner_id, ("owner", "admin"))
+            partner, _ = await partners.require_member(db_session, viewer.principal, checked_id(partner_id, "partner"),
+                                                       ("owner", "admin"))
             url, _, _ = await connect.onboarding_link(db_session, partner)
         except NotFound:
             return await self._render(db_session, viewer, partner_id, status_code=404,
@@ -340,6 +351,12 @@ class SignupPage(PortalPages):
         response.set_cookie(SESSION_COOKIE, token.value, httponly=True, samesite="lax", path="/",
                             secure=request.url.scheme == "https", expires=row.expires_at)
         return response
+
+
+def _clean(value: str | None) -> str | None:
+    """A search field as PostgreSQL accepts it: no control characters (NUL would fail), 200 chars."""
+    text = "".join(ch for ch in (value or "") if ch.isprintable()).strip()[:200]
+    return text or None
 
 
 def _safe_next(target: str | None) -> str:
