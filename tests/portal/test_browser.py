@@ -62,7 +62,7 @@ def server(platform_env: dict[str, str]) -> Iterator[str]:
            "MARKETPLACE_ALLOW_PRIVATE_NETWORKS": "1", "USAGE_FLUSH_EVERY_SECONDS": "1"}
     log = (ROOT / "artifacts")
     log.mkdir(exist_ok=True)
-    out = open(log / "e2e-server.log", "wb")  # noqa: SIM115 (closed below)
+    out = open(log / "e2e-server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "marketplace", "serve", "--port", str(port)], env=env, cwd=ROOT,
                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:

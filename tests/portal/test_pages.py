@@ -342,3 +342,25 @@ async def test_signup_page_creates_an_account_and_logs_in(app, anonymous: Browse
     assert again.status_code in (409, 422) and "text/html" in again.headers["content-type"]
     short = await anonymous.post("/signup", {"name": "X", "email": "x@example.com", "password": "short"})
     assert short.status_code == 422 and "at least 8 characters" in short.text
+
+
+async def test_daily_usage_puts_a_call_in_its_own_period_even_within_the_starting_hour(
+        app, api: Api, upstream: Upstream) -> None:
+    from datetime import datetime
+
+    from marketplace.metering.service import daily_usage
+    from marketplace.subscriptions.periods import add_months
+
+    world = await catalog_api(app, api, upstream)
+    consumer = await api.signup("Consumer")
+    sub = await subscribe(api, consumer, world.plans["Free"])
+    key = await new_key(api, consumer, sub["id"])
+    assert (await api.client.get(f"/gateway/{world.slug}/forecast/x", headers={"X-API-Key": key["key"]})).status_code == 200
+    await flush(app)
+    start = datetime.fromisoformat(sub["current_period_start"])
+    end = datetime.fromisoformat(sub["current_period_end"])
+    async with db().begin() as session:
+        current = await daily_usage(session, sub["id"], start, end)
+        previous = await daily_usage(session, sub["id"], add_months(start, -1), start)
+    assert [(calls, units) for _, calls, units in current] == [(1, 1)]
+    assert previous == []  # the call's hour began before the period did, but the call did not
