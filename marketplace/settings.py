@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     webhook_retry_schedule: str = Field(
         default="0,5,300,1800,7200,18000,36000,36000", alias="WEBHOOK_RETRY_SCHEDULE"
     )
+    # Billing: days a past_due subscription may still call before it becomes unpaid (402 at the gateway),
+    # hours between charge retries of a failed invoice, and how many attempts in all.
+    billing_grace_days: int = Field(default=3, ge=0, alias="BILLING_GRACE_DAYS")
+    billing_retry_hours: int = Field(default=24, ge=1, alias="BILLING_RETRY_HOURS")
+    billing_max_attempts: int = Field(default=4, ge=1, alias="BILLING_MAX_ATTEMPTS")
     # An endpoint whose attempts have all failed for this long is disabled (endpoint.disabled).
     webhook_disable_after_days: float = Field(default=5, gt=0, alias="WEBHOOK_DISABLE_AFTER_DAYS")
     # Events and delivery attempts older than this are purged daily.

@@ -4,6 +4,7 @@ replaces. Money stays integer minor units; unit prices are Decimal minor units; 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -46,7 +47,19 @@ def usage_charge(pricing: dict[str, Any] | None, units: int) -> Decimal:
     return Decimal(0)
 
 
+# Billing's rating engine, installed by the billing domain when the app starts (a higher layer
+# injects it, see docs/architecture.md), so the estimate and the invoice can never disagree.
+_estimator: Callable[[Any, int], int] | None = None
+
+
+def set_estimator(estimator: Callable[[Any, int], int] | None) -> None:
+    global _estimator
+    _estimator = estimator
+
+
 def estimate_amount(plan_version: Any, units: int) -> int:
     """Monthly fee plus the usage charge on units beyond the plan's included units (minor units)."""
+    if _estimator is not None:
+        return _estimator(plan_version, units)
     overage = max(0, units - int(plan_version.included_units or 0))
     return int(plan_version.monthly_fee or 0) + round_minor(usage_charge(plan_version.unit_pricing, overage))

@@ -10,12 +10,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from ulid import ULID
 
 from marketplace.core.cache import invalidate_after_commit
-from marketplace.core.db import utcnow
+from marketplace.core.db import Base, utcnow
 from marketplace.core.errors import Conflict, NotFound, PaymentRequired, Unprocessable
 from marketplace.core.events import publish
 from marketplace.core.ids import new_id
@@ -34,16 +35,17 @@ def is_paid(version: PlanVersion) -> bool:
 
 
 async def require_payment_method(session: AsyncSession, consumer_id: str) -> None:
-    """Raise unless the consumer can pay for a paid plan.
-
-    The billing domain replaces this body (look up the consumer's default payment method);
-    until then every paid plan answers 402.
-    """
-    raise PaymentRequired(
-        "This plan is paid and you have no payment method on file. Add one with POST /v1/billing/setup, "
-        "then subscribe again.",
-        slug="payment-method-required",
-    )
+    """Raise 402 unless the consumer has a default payment method (saved through
+    `POST /v1/billing/setup`; billing keeps it in `billing_customers`, read here as data)."""
+    customers = Base.metadata.tables["billing_customers"]
+    method = await session.scalar(select(customers.c.default_payment_method)
+                                  .where(customers.c.consumer_id == consumer_id))
+    if not method:
+        raise PaymentRequired(
+            "This plan is paid and you have no payment method on file. Add one with POST /v1/billing/setup, "
+            "then subscribe again.",
+            slug="payment-method-required",
+        )
 
 
 def subscription_event(sub: Subscription, **extra: Any) -> dict[str, Any]:
@@ -125,6 +127,10 @@ async def change_plan(session: AsyncSession, consumer_id: str, subscription_id: 
     if is_paid(version):
         await require_payment_method(session, consumer_id)
     previous = sub.plan_id
+    # Billing prorates the period's fee by day from these rows (its table, written here as data).
+    await session.execute(insert(Base.metadata.tables["billing_plan_changes"]).values(
+        id=f"pc_{str(ULID()).lower()}", subscription_id=sub.id, from_plan_version_id=sub.plan_version_id,
+        to_plan_version_id=version.id, changed_at=utcnow()))
     sub.plan_id, sub.plan_version_id = plan.id, version.id
     sub.cancel_at_period_end = False
     sub.revision += 1
