@@ -17,12 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.accounts import service as accounts
 from marketplace.accounts.routes import session_principal
+from marketplace.billing import payments
 from marketplace.catalog import service as catalog
 from marketplace.core.auth import SESSION_COOKIE
 from marketplace.core.errors import NotFound, PaymentRequired, Problem
 from marketplace.core.pagination import checked_cursor
 from marketplace.core.security import Principal, check_csrf, constant_time_equals, csrf_token
-from marketplace.metering.pricing import estimate_amount
 from marketplace.portal import metrics, service
 from marketplace.portal.snippets import snippets
 from marketplace.settings import get_settings
@@ -40,6 +40,7 @@ NOTICES = {
     "grant-revoked": "Access revoked: the app's tokens stop working at once.",
     "app-deleted": "The app is deleted and its tokens are revoked.",
     "canceled": "The subscription will end at the end of the current period.",
+    "budget-saved": "Budget saved. You will get alerts at 50, 80 and 100 percent of it.",
 }
 
 
@@ -151,7 +152,7 @@ class CatalogPages(PortalPages):
                     raise ValueError
             except ValueError:
                 units_value, units_error = None, f"Enter a whole number of units between 0 and {MAX_UNITS:,}."
-        quotes = [(plan, version, estimate_amount(version, units_value)) for plan, version in plans] \
+        quotes = [(plan, version, service.plan_quote(version, units_value)) for plan, version in plans] \
             if units_value is not None else []
         groups: dict[str, list[Any]] = {}
         for ep in endpoints:
@@ -249,6 +250,35 @@ class DashboardPages(PortalPages):
         await subscriptions.cancel(db_session, got[0].principal.user_id, checked_id(subscription_id, "subscription"),
                                    now=False)
         return Redirect("/dashboard?notice=canceled", status_code=303)
+
+    @post("/subscriptions/{subscription_id:str}/budget", status_code=HTTP_200_OK)
+    async def budget(self, request: Request[Any, Any, Any], db_session: AsyncSession,
+                     subscription_id: str) -> Template | Redirect:
+        got = await self._form(request, db_session)
+        if not isinstance(got, tuple):
+            return got
+        viewer, form = got
+        try:
+            await service.set_budget(db_session, request.app.state.redis, viewer.principal.user_id,
+                                     checked_id(subscription_id, "subscription"), amount_text=form.get("amount", ""),
+                                     hard_cap=form.get("hard_cap") == "on")
+        except Problem as exc:
+            if exc.status == 404:
+                raise
+            return await self._render(db_session, viewer, error=exc.detail, status_code=exc.status)
+        return Redirect(f"/dashboard?notice=budget-saved#sub-{subscription_id}", status_code=303)
+
+    @post("/billing/setup", status_code=HTTP_200_OK)
+    async def billing_setup(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template | Redirect:
+        got = await self._form(request, db_session)
+        if not isinstance(got, tuple):
+            return got
+        viewer = got[0]
+        try:
+            url = await payments.setup_checkout_url(db_session, viewer.principal.user_id, viewer.principal.email)
+        except Problem as exc:
+            return await self._render(db_session, viewer, error=exc.detail, status_code=exc.status)
+        return Redirect(url, status_code=303)
 
     @post("/grants/{grant_id:str}/revoke", status_code=HTTP_200_OK)
     async def revoke_grant(self, request: Request[Any, Any, Any], db_session: AsyncSession,

@@ -8,13 +8,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from marketplace.billing import budgets as billing_budgets
+from marketplace.billing import payments as billing_payments
+from marketplace.billing import readside as billing_readside
+from marketplace.billing import service as billing
+from marketplace.billing.models import Budget, Invoice
+from marketplace.billing.rating import PricingError, Terms, quote
+from marketplace.billing.schemas import EarningsOut
 from marketplace.catalog import service as catalog
 from marketplace.core.db import utcnow
 from marketplace.core.security import Principal
 from marketplace.metering import service as metering
-from marketplace.metering.pricing import estimate_amount
 from marketplace.portal.charts import Chart, daily_chart, period_chart
 from marketplace.subscriptions import service as subscriptions
 from marketplace.subscriptions.models import ApiKey, Subscription
@@ -63,6 +70,28 @@ def unit_price(pricing: dict[str, Any] | None, currency: str) -> list[str]:
     return lines
 
 
+def plan_quote(version: PlanVersion, units: int) -> int | None:
+    """The rating engine's price of a month with `units` units (None: the pricing cannot be rated)."""
+    try:
+        return quote(Terms.from_plan_version(version), units).total
+    except PricingError:
+        return None
+
+
+def parse_amount(text: str, currency: str) -> int | None:
+    """A budget typed in major units ("50", "49.99") → integer minor units; None when not a sane amount."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        value = Decimal(text.replace(",", "").strip())
+    except (InvalidOperation, ValueError):
+        return None
+    if not value.is_finite() or value <= 0 or value > Decimal(10) ** 12:
+        return None
+    minor = value if currency.lower() in ZERO_DECIMAL else value * 100
+    return int(minor) if minor == int(minor) else None
+
+
 # --- consumer dashboard ---------------------------------------------------------------------
 
 @dataclass
@@ -76,6 +105,7 @@ class SubscriptionView:
     estimate: int
     chart: Chart
     by_endpoint: list[metering.EndpointUsage]
+    budget: Budget | None = None
 
     @property
     def quota_percent(self) -> int | None:
@@ -102,6 +132,8 @@ class Dashboard:
     grants: list[tuple[OAuthGrant, str]]  # (grant, app name)
     webhooks: list[EndpointView]
     partners: list[tuple[Partner, str]]
+    invoices: list[tuple[Invoice, str]]  # (invoice, API name)
+    has_payment_method: bool
     estimates: dict[str, int] = field(default_factory=dict)  # currency → estimated bill
 
 
@@ -122,8 +154,15 @@ async def subscription_view(session: AsyncSession, sub: Subscription, plan: Plan
     previous = await metering.daily_usage(session, sub.id, *prev)
     chart = period_chart(f"usage-{sub.id}", f"{api.name}: units per day", "units", current, previous,
                          (start, end), prev)
+    # The invoice this period would produce if it closed now (the rating engine, prorations included).
+    try:
+        estimate = (await billing.rate_period(session, sub, sub.current_period_start, sub.current_period_end,
+                                              until=now)).total
+    except PricingError:
+        estimate = 0
+    budget = await session.scalar(select(Budget).where(Budget.subscription_id == sub.id))
     return SubscriptionView(sub=sub, plan=plan, api=api, period=(start, end), calls=sum(r.calls for r in rows),
-                            units=units, estimate=estimate_amount(plan, units), chart=chart, by_endpoint=rows)
+                            units=units, estimate=estimate, chart=chart, by_endpoint=rows, budget=budget)
 
 
 async def endpoint_views(session: AsyncSession, endpoints: list[WebhookEndpoint]) -> list[EndpointView]:
@@ -149,9 +188,33 @@ async def dashboard(session: AsyncSession, principal: Principal) -> Dashboard:
     estimates: dict[str, int] = {}
     for view in subs:
         estimates[view.plan.currency] = estimates.get(view.plan.currency, 0) + view.estimate
+    invoices = list(await billing_readside.invoices_of(session, principal.user_id))
+    invoice_apis = {i.api_id for i in invoices} - {v.api.id for v in subs}
+    api_names_by_id = {v.api.id: v.api.name for v in subs}
+    if invoice_apis:
+        api_names_by_id.update(dict((await session.execute(select(Api.id, Api.name).where(Api.id.in_(invoice_apis)))).tuples().all()))
     return Dashboard(subscriptions=subs, keys=keys, apps=apps, grants=[(g, names.get(g.app_id, g.app_id)) for g in grants],
                      webhooks=await endpoint_views(session, own),
-                     partners=await partners.list_partners(session, principal), estimates=estimates)
+                     partners=await partners.list_partners(session, principal),
+                     invoices=[(i, api_names_by_id.get(i.api_id, "")) for i in invoices],
+                     has_payment_method=await billing_payments.has_payment_method(session, principal.user_id),
+                     estimates=estimates)
+
+
+async def set_budget(session: AsyncSession, redis: Redis, consumer_id: str, subscription_id: str, *,
+                     amount_text: str, hard_cap: bool) -> Budget:
+    """The dashboard's budget form → billing's budget rules (amount typed in major units)."""
+    from marketplace.core.errors import Unprocessable
+
+    sub = await billing_budgets.own_subscription(session, consumer_id, subscription_id)
+    terms = await billing.terms_for(session, sub.plan_version_id)
+    amount = parse_amount(amount_text, terms.currency)
+    if amount is None:
+        raise Unprocessable(f"Enter the budget as an amount in {terms.currency.upper()}, like 50 or 49.99.")
+    budget = await billing_budgets.set_budget(session, sub, monthly_amount=amount, currency=terms.currency,
+                                              alert_thresholds=None, hard_cap=hard_cap)
+    await billing_budgets.evaluate(session, redis, budget, sub)
+    return budget
 
 
 # --- partner dashboard ----------------------------------------------------------------------
@@ -172,6 +235,7 @@ class PartnerDashboard:
     role: str
     apis: list[ApiView]
     webhooks: list[EndpointView]
+    earnings: EarningsOut
 
 
 async def partner_dashboard(session: AsyncSession, principal: Principal, partner_id: str) -> PartnerDashboard:
@@ -195,7 +259,8 @@ async def partner_dashboard(session: AsyncSession, principal: Principal, partner
                              outcomes_24h=outcomes[api.id]))
     endpoints = await webhooks.list_endpoints(session, principal, partner_id=partner.id, limit=50, starting_after=None)
     return PartnerDashboard(partner=partner, role=role, apis=views,
-                            webhooks=await endpoint_views(session, list(endpoints.data)))
+                            webhooks=await endpoint_views(session, list(endpoints.data)),
+                            earnings=await billing_readside.earnings(session, partner.id))
 
 
 # --- status page ----------------------------------------------------------------------------

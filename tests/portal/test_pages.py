@@ -364,3 +364,88 @@ async def test_daily_usage_puts_a_call_in_its_own_period_even_within_the_startin
         previous = await daily_usage(session, sub["id"], add_months(start, -1), start)
     assert [(calls, units) for _, calls, units in current] == [(1, 1)]
     assert previous == []  # the call's hour began before the period did, but the call did not
+
+
+# --- billing on the pages ---------------------------------------------------------------------
+
+async def give_payment_method(user_id: str) -> None:
+    from marketplace.billing.models import BillingCustomer
+
+    async with db().begin() as session:
+        session.add(BillingCustomer(consumer_id=user_id, stripe_customer_id=f"cus_{user_id[-10:]}",
+                                    default_payment_method="pm_card_visa"))
+
+
+async def test_paid_plan_with_a_card_subscribes_and_shows_estimate_budget_and_invoice(
+        app, api: Api, upstream: Upstream, browser_for) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from marketplace.billing import service as billing
+    from marketplace.core.db import utcnow
+    from marketplace.subscriptions.models import Subscription
+
+    world = await catalog_api(app, api, upstream)
+    user = await api.signup("Payer")
+    await give_payment_method(user.id)
+    browser = await browser_for(user)
+    token = await browser.csrf(f"/catalog/{world.slug}")
+    done = await browser.post(f"/catalog/{world.slug}/subscribe", {"plan_id": world.plans["Pro"], "csrf_token": token})
+    assert done.status_code == 303, done.text
+    html = (await browser.get("/dashboard")).text
+    assert re.search(r'class="estimate-total">USD 49.00<', html) and "A card is on file" in html
+    sub_id = re.search(r'id="sub-(sub_[0-9a-z]+)"', html)
+    assert sub_id
+
+    # Budget: a friendly refusal for nonsense, then saved.
+    bad = await browser.post(f"/dashboard/subscriptions/{sub_id[1]}/budget", {"amount": "lots", "csrf_token": token})
+    assert bad.status_code == 422 and "Enter the budget as an amount in USD" in bad.text
+    assert (await browser.post(f"/dashboard/subscriptions/{sub_id[1]}/budget", {"amount": "60"})).status_code == 403
+    saved = await browser.post(f"/dashboard/subscriptions/{sub_id[1]}/budget",
+                               {"amount": "60.50", "hard_cap": "on", "csrf_token": token})
+    assert saved.status_code == 303
+    html = (await browser.get("/dashboard")).text
+    assert "Budget: USD 60.50 a month, hard cap" in html
+
+    # The period ends and is invoiced: the invoice is listed.
+    async with db().begin() as session:
+        sub = await session.get(Subscription, sub_id[1])
+        sub.current_period_start, sub.current_period_end = utcnow() - timedelta(days=31), utcnow() - timedelta(minutes=1)
+        await session.flush()
+        invoice = await billing.close_subscription(session, sub)
+    assert invoice is not None
+    html = (await browser.get("/dashboard")).text
+    row = re.search(rf"<th scope=\"row\">{invoice.number}</th>.*?</tr>", html, re.S)
+    assert row and "USD 49.00" in row[0]
+
+
+async def test_budget_of_another_consumers_subscription_is_not_found(app, api: Api, upstream: Upstream,
+                                                                     browser_for) -> None:  # type: ignore[no-untyped-def]
+    world = await catalog_api(app, api, upstream)
+    owner = await api.signup("Owner")
+    sub = await subscribe(api, owner, world.plans["Free"])
+    intruder = await browser_for(await api.signup("Intruder"))
+    token = await intruder.csrf()
+    response = await intruder.post(f"/dashboard/subscriptions/{sub['id']}/budget", {"amount": "5", "csrf_token": token})
+    assert response.status_code == 404
+
+
+async def test_billing_setup_redirects_to_stripe_checkout(app, api: Api, browser_for, stripe_api) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    stripe_api.post("/v1/customers").mock(return_value=httpx.Response(200, json={"id": "cus_portal", "object": "customer"}))
+    stripe_api.post("/v1/checkout/sessions").mock(return_value=httpx.Response(200, json={
+        "id": "cs_portal", "object": "checkout.session", "url": "https://checkout.stripe.test/c/cs_portal"}))
+    browser = await browser_for(await api.signup("Card Holder"))
+    page = await browser.get("/dashboard")
+    assert "Add a payment method with Stripe" in page.text
+    token = await browser.csrf()
+    assert (await browser.post("/dashboard/billing/setup")).status_code == 403
+    response = await browser.post("/dashboard/billing/setup", {"csrf_token": token})
+    assert response.status_code == 303 and response.headers["location"] == "https://checkout.stripe.test/c/cs_portal"
+
+
+async def test_billing_setup_without_payments_explains_why(app, api: Api, browser_for) -> None:  # type: ignore[no-untyped-def]
+    browser = await browser_for(await api.signup("No Stripe"))
+    token = await browser.csrf()
+    response = await browser.post("/dashboard/billing/setup", {"csrf_token": token})
+    assert response.status_code == 503 and "STRIPE_SECRET_KEY" in response.text
