@@ -13,8 +13,11 @@ starts (wipe it on every start); prometheus_client then keeps each worker's samp
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -33,8 +36,19 @@ def process_metrics() -> bytes:
     return generate_latest(REGISTRY)
 
 
+class _ScrapeValues(Collector):
+    """Values computed for this scrape only. Metric families, not `Gauge` objects: in multi-process
+    mode a `Gauge` would write a sample file per scrape into PROMETHEUS_MULTIPROC_DIR."""
+
+    def __init__(self, values: dict[str, float]) -> None:
+        self.values = values
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name, value in self.values.items():
+            yield GaugeMetricFamily(f"marketplace_{name}", HELP[name], value=value)
+
+
 def gauges_text(values: dict[str, float]) -> bytes:
     registry = CollectorRegistry()
-    for name, value in values.items():
-        Gauge(f"marketplace_{name}", HELP[name], registry=registry).set(value)
+    registry.register(_ScrapeValues(values))
     return generate_latest(registry)

@@ -449,3 +449,20 @@ async def test_billing_setup_without_payments_explains_why(app, api: Api, browse
     token = await browser.csrf()
     response = await browser.post("/dashboard/billing/setup", {"csrf_token": token})
     assert response.status_code == 503 and "STRIPE_SECRET_KEY" in response.text
+
+
+def test_metrics_in_multiprocess_mode_read_the_workers_directory(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from prometheus_client.mmap_dict import MmapedDict
+
+    from marketplace.portal import metrics
+
+    # A worker's counter file, as prometheus_client writes it in multi-process mode.
+    store = MmapedDict(str(tmp_path / "counter_4242.db"))
+    store.write_value(json.dumps(["gateway_calls", "gateway_calls_total", {}, "calls"]), 7.0, 0.0)
+    store.close()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    text = (metrics.process_metrics() + metrics.gauges_text({"webhook_queue_depth": 3.0})).decode()
+    assert "gateway_calls_total 7.0" in text
+    assert "marketplace_webhook_queue_depth 3.0" in text
