@@ -49,23 +49,41 @@ def money(amount: int | None, currency: str) -> str:
     return f"{sign}{code} {major:,}.{minor:02d}"
 
 
+def unit_amount(value: Any, currency: str) -> str:
+    """A unit price in decimal minor units ("0.1" usd) in major units: "USD 0.001"."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return f"{value} {currency.upper()} minor units"
+    major = amount if currency.lower() in ZERO_DECIMAL else amount / 100
+    text = format(major.normalize(), "f")
+    if "." not in text and currency.lower() not in ZERO_DECIMAL:
+        text += ".00"
+    elif "." in text and len(text.split(".")[1]) == 1:
+        text += "0"
+    return f"{currency.upper()} {text}"
+
+
 def unit_price(pricing: dict[str, Any] | None, currency: str) -> list[str]:
-    """Human lines for a plan's `unit_pricing` (unit prices are decimal minor units)."""
+    """Human lines for a plan's `unit_pricing` (stored as decimal minor units)."""
     if not pricing:
         return ["No usage charge"]
     model = pricing.get("model")
-    code = currency.upper()
     if model == "per_unit":
-        return [f"{pricing.get('unit_amount')} {code} minor units per unit"]
+        return [f"{unit_amount(pricing.get('unit_amount'), currency)} per unit"]
     if model == "package":
-        return [f"{pricing.get('package_amount') or pricing.get('unit_amount')} minor units per "
-                f"{pricing.get('package_size') or pricing.get('size')} units"]
-    lines = [f"{'Graduated' if model == 'graduated' else 'Volume'} tiers:"]
+        size = pricing.get("package_size") or pricing.get("size")
+        return [f"{unit_amount(pricing.get('package_amount') or pricing.get('unit_amount'), currency)} "
+                f"per {int(size or 1):,} units (whole packages)"]
+    lines = ["Tiered, each unit at its tier's price:" if model == "graduated"
+             else "By volume, every unit at the price of the tier reached:"]
     lower = 0
     for tier in pricing.get("tiers") or []:
         upper = tier.get("up_to")
         span = f"{lower + 1:,}–{int(upper):,}" if upper is not None else f"above {lower:,}"
-        lines.append(f"{span}: {tier.get('unit_amount')} minor units each")
+        lines.append(f"{span}: {unit_amount(tier.get('unit_amount'), currency)} per unit")
         lower = int(upper) if upper is not None else lower
     return lines
 

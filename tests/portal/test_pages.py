@@ -466,3 +466,25 @@ def test_metrics_in_multiprocess_mode_read_the_workers_directory(tmp_path, monke
     text = (metrics.process_metrics() + metrics.gauges_text({"webhook_queue_depth": 3.0})).decode()
     assert "gateway_calls_total 7.0" in text
     assert "marketplace_webhook_queue_depth 3.0" in text
+
+
+@pytest.mark.parametrize(("pricing", "currency", "lines"), [
+    (None, "usd", ["No usage charge"]),
+    ({"model": "per_unit", "unit_amount": "2.5"}, "usd", ["USD 0.025 per unit"]),
+    ({"model": "per_unit", "unit_amount": "3"}, "jpy", ["JPY 3 per unit"]),
+    ({"model": "package", "package_size": 1000, "package_amount": "500"}, "eur", ["EUR 5.00 per 1,000 units (whole packages)"]),
+    ({"model": "graduated", "tiers": [{"up_to": 100000, "unit_amount": "0.1"}, {"up_to": None, "unit_amount": "0.05"}]},
+     "usd", ["Tiered, each unit at its tier's price:", "1–100,000: USD 0.001 per unit",
+             "above 100,000: USD 0.0005 per unit"]),
+])
+def test_unit_prices_are_shown_in_the_currency_not_in_minor_units(pricing, currency: str, lines: list[str]) -> None:  # type: ignore[no-untyped-def]
+    from marketplace.portal.service import unit_price
+
+    assert unit_price(pricing, currency) == lines
+
+
+def test_money_is_formatted_from_minor_units() -> None:
+    from marketplace.portal.service import money
+
+    assert money(4900, "usd") == "USD 49.00" and money(123456789, "eur") == "EUR 1,234,567.89"
+    assert money(500, "jpy") == "JPY 500" and money(-5, "usd") == "-USD 0.05"
