@@ -244,7 +244,7 @@ class ApiView:
     chart: Chart
     calls_30d: int
     units_30d: int
-    outcomes_24h: metering.CallOutcomes
+    health_24h: Health
 
 
 @dataclass
@@ -266,7 +266,7 @@ async def partner_dashboard(session: AsyncSession, principal: Principal, partner
     start = (now - timedelta(days=29)).replace(hour=0, minute=0, second=0, microsecond=0)
     daily = await metering.partner_usage(session, partner.id, api_id=None, group_by="day", start=start,
                                          end=now + timedelta(hours=1))
-    outcomes = await metering.call_outcomes(session, [a.id for a in apis], now - timedelta(hours=24))
+    outcomes = await health(session, [a.id for a in apis], now - timedelta(hours=24))
     views = []
     for api in apis:
         rows = sorted((r["day"], r["calls"], r["units"]) for r in daily if r["api_id"] == api.id)
@@ -274,20 +274,55 @@ async def partner_dashboard(session: AsyncSession, principal: Principal, partner
                             start, now + timedelta(hours=1))
         views.append(ApiView(api=api, plans=[(p, n, c) for a, p, n, c in per_plan if a == api.id], chart=chart,
                              calls_30d=sum(r[1] for r in rows), units_30d=sum(r[2] for r in rows),
-                             outcomes_24h=outcomes[api.id]))
+                             health_24h=outcomes[api.id]))
     endpoints = await webhooks.list_endpoints(session, principal, partner_id=partner.id, limit=50, starting_after=None)
     return PartnerDashboard(partner=partner, role=role, apis=views,
                             webhooks=await endpoint_views(session, list(endpoints.data)),
                             earnings=await billing_readside.earnings(session, partner.id))
 
 
-# --- status page ----------------------------------------------------------------------------
+# --- API health (status page, partner dashboard) --------------------------------------------
+
+@dataclass(frozen=True)
+class Health:
+    calls: int
+    errors: int
+    availability: float | None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+
+    @property
+    def error_rate(self) -> float | None:
+        return None if not self.calls else self.errors / self.calls
+
+
+def _gateway_status() -> Any:
+    """The gateway's own statistics reader (`gateway.service.api_status`, which measures latency),
+    when this build has it; otherwise None and the pages fall back to the usage ledger."""
+    try:
+        from marketplace.gateway.service import api_status
+    except ImportError:
+        return None
+    return api_status
+
+
+async def health(session: AsyncSession, api_ids: list[str], since: datetime) -> dict[str, Health]:
+    api_status = _gateway_status()
+    if api_status is not None:
+        out = {}
+        for api_id in api_ids:
+            st = await api_status(session, api_id, since)
+            out[api_id] = Health(st.calls, st.errors, st.availability, st.p50_ms, st.p95_ms)
+        return out
+    outcomes = await metering.call_outcomes(session, api_ids, since)
+    return {a: Health(o.calls, o.failed, o.availability) for a, o in outcomes.items()}
+
 
 @dataclass
 class StatusRow:
     api: Api
-    day: metering.CallOutcomes
-    month: metering.CallOutcomes
+    day: Health
+    month: Health
 
 
 async def status_rows(session: AsyncSession) -> list[StatusRow]:
@@ -295,8 +330,8 @@ async def status_rows(session: AsyncSession) -> list[StatusRow]:
     apis = sorted((api for api, _ in page.data), key=lambda a: a.name.lower())
     now = utcnow()
     ids = [a.id for a in apis]
-    day = await metering.call_outcomes(session, ids, now - timedelta(hours=24))
-    month = await metering.call_outcomes(session, ids, now - timedelta(days=30))
+    day = await health(session, ids, now - timedelta(hours=24))
+    month = await health(session, ids, now - timedelta(days=30))
     return [StatusRow(a, day[a.id], month[a.id]) for a in apis]
 
 
