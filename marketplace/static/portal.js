@@ -1,6 +1,6 @@
 // Progressive enhancement only: every page works without this file.
 // Adds a "Copy" button to code snippets and secrets.
-document.querySelectorAll("pre > code, .secret").forEach(function (el) {
+document.querySelectorAll("pre > code").forEach(function (el) {
   if (!navigator.clipboard) return;
   var holder = el.closest("pre") || el;
   var button = document.createElement("button");
