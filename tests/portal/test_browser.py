@@ -248,3 +248,35 @@ async def _consumer_and_partner_journey(browser: Any, server: str, http: httpx.A
     await checks.check(spage, "09-api-page-mobile")
     await partner.close()
     await phone.close()
+
+
+@pytest.mark.timeout(120)
+async def test_the_pages_work_with_javascript_turned_off(server: str, upstream: Upstream) -> None:
+    word = f"Plain{secrets.token_hex(3)}"
+    async with httpx.AsyncClient(base_url=server, timeout=30) as http:
+        world = await publish_api(http, upstream, f"{word} Weather")
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                context = await browser.new_context(base_url=server, java_script_enabled=False)
+                page = await context.new_page()
+                await page.goto(f"/signup?next=/catalog?q={word}")
+                await page.get_by_label("Name").fill("No Script")
+                await page.get_by_label("Email").fill(f"noscript-{secrets.token_hex(4)}@example.com")
+                await page.get_by_label("Password").fill("correct horse battery")
+                await page.get_by_role("button", name="Sign up").click()
+                await page.get_by_role("link", name=f"{word} Weather").click()
+                await page.get_by_label("Units you expect to use in a month").fill("50000")
+                await page.get_by_role("button", name="Estimate").click()
+                assert await page.locator("td.quote").nth(1).text_content() == "USD 49.00"
+                await page.get_by_role("button", name="Subscribe to Free").click()
+                await page.get_by_label("Key name").fill("no-js")
+                await page.get_by_role("button", name="Create key").click()
+                key = (await page.locator("#new-key-value").text_content() or "").strip()
+                assert key.startswith("mk_")
+                assert await page.get_by_role("button", name="Copy").count() == 0  # the script did not run
+                response = await http.get(f"/gateway/{world['slug']}/forecast/oslo", headers={"X-API-Key": key})
+                assert response.status_code == 200
+                await context.close()
+            finally:
+                await browser.close()
