@@ -4,26 +4,33 @@ errors become friendly HTML pages (never problem+json, never a 500)."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 from litestar import Controller, Request, Response, get, post
-from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_200_OK
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.accounts import service as accounts
-from marketplace.accounts.routes import session_principal
 from marketplace.billing import payments
 from marketplace.catalog import service as catalog
 from marketplace.core.auth import SESSION_COOKIE
 from marketplace.core.errors import NotFound, PaymentRequired, Problem
 from marketplace.core.pagination import checked_cursor
-from marketplace.core.security import Principal, check_csrf, constant_time_equals, csrf_token
+from marketplace.core.security import constant_time_equals
 from marketplace.portal import metrics, service
+from marketplace.portal.pages import (
+    PortalPages,
+    Viewer,
+    checked_form,
+    checked_id,
+    clean,
+    error_page,
+    login_redirect,
+    page,
+    safe_next,
+    viewer_of,
+)
 from marketplace.portal.snippets import snippets
 from marketplace.settings import get_settings
 from marketplace.subscriptions import service as subscriptions
@@ -31,8 +38,6 @@ from oauth import service as oauth
 from partners import service as partners
 from partners.connect import service as connect
 
-ID = re.compile(r"[a-z]{1,8}_[0-9a-z]{1,40}")
-PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}
 MAX_UNITS = 10**12
 NOTICES = {
     "subscribed": "Subscribed. Create an API key below to start calling the API.",
@@ -44,72 +49,6 @@ NOTICES = {
 }
 
 
-@dataclass(frozen=True)
-class Viewer:
-    """The logged-in user of a page, with the CSRF token for its forms."""
-
-    principal: Principal
-    csrf: str
-    session_token: str
-
-
-async def viewer_of(request: Request[Any, Any, Any], db_session: AsyncSession) -> Viewer | None:
-    principal = await session_principal(request, db_session)
-    raw = request.cookies.get(SESSION_COOKIE)
-    if principal is None or not raw:
-        return None
-    return Viewer(principal, csrf_token(raw), raw)
-
-
-def page(name: str, viewer: Viewer | None, status_code: int = HTTP_200_OK, **context: Any) -> Template:
-    return Template(f"portal/{name}", context={"viewer": viewer, "money": service.money, **context},
-                    status_code=status_code, headers=PAGE_HEADERS)
-
-
-def error_page(status: int, title: str, detail: str, viewer: Viewer | None = None) -> Template:
-    return page("error.html", viewer, status_code=status, title=title, detail=detail)
-
-
-def checked_id(value: str | None, kind: str) -> str:
-    """An id from a form or path must look like one of ours before it reaches a query."""
-    if not value or not ID.fullmatch(value):
-        raise NotFound(f"There is no such {kind}. Reload the page and try again.")
-    return value
-
-
-def login_redirect(path: str) -> Redirect:
-    return Redirect(f"/login?next={quote(path, safe='/')}", status_code=303)
-
-
-def _problem_page(request: Request[Any, Any, Any], exc: Problem) -> Response[Any]:
-    return error_page(exc.status, exc.title, exc.detail)
-
-
-def _http_page(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    if exc.status_code >= 500:
-        detail = "Something went wrong on our side. Try again in a minute."
-    elif exc.status_code == 404:
-        detail = "There is no such page. Start from the catalog."
-    else:
-        detail = "This request could not be handled. Check what you entered and try again."
-    return error_page(exc.status_code, "Something is not right", detail)
-
-
-async def checked_form(request: Request[Any, Any, Any], viewer: Viewer) -> dict[str, str] | Template:
-    """The submitted form, or an error page when its CSRF token is missing or wrong."""
-    form = await request.form()
-    data = {k: str(v) for k, v in form.items()}
-    if not check_csrf(viewer.session_token, data.get("csrf_token")):
-        return error_page(403, "This form has expired",
-                          "The form was not sent from this site or your session changed. Go back, reload the page "
-                          "and submit it again.", viewer)
-    return data
-
-
-class PortalPages(Controller):
-    include_in_schema = False
-    exception_handlers = {Problem: _problem_page, HTTPException: _http_page}
-
 
 class CatalogPages(PortalPages):
     path = "/catalog"
@@ -119,7 +58,7 @@ class CatalogPages(PortalPages):
                       category: str | None = None, tag: str | None = None,
                       starting_after: str | None = None) -> Template:
         viewer = await viewer_of(request, db_session)
-        q, category, tag = (_clean(v) for v in (q, category, tag))
+        q, category, tag = (clean(v) for v in (q, category, tag))
         try:
             cursor = checked_cursor(starting_after or None)
         except Problem:
@@ -354,13 +293,13 @@ class SignupPage(PortalPages):
 
     @get("/signup")
     async def signup_page(self, next: str | None = None) -> Template:
-        return page("signup.html", None, next=_safe_next(next), error=None, values={})
+        return page("signup.html", None, next=safe_next(next), error=None, values={})
 
     @post("/signup", status_code=HTTP_200_OK)
     async def signup(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template | Redirect:
         form = {k: str(v) for k, v in (await request.form()).items()}
         values = {"email": form.get("email", ""), "name": form.get("name", "")}
-        next_url = _safe_next(form.get("next"))
+        next_url = safe_next(form.get("next"))
         origin = request.headers.get("origin")
         if origin and origin != "null" and origin.split("://", 1)[-1] != request.headers.get("host"):
             return page("signup.html", None, status_code=403, next=next_url, values=values,
@@ -381,18 +320,6 @@ class SignupPage(PortalPages):
         response.set_cookie(SESSION_COOKIE, token.value, httponly=True, samesite="lax", path="/",
                             secure=request.url.scheme == "https", expires=row.expires_at)
         return response
-
-
-def _clean(value: str | None) -> str | None:
-    """A search field as PostgreSQL accepts it: no control characters (NUL would fail), 200 chars."""
-    text = "".join(ch for ch in (value or "") if ch.isprintable()).strip()[:200]
-    return text or None
-
-
-def _safe_next(target: str | None) -> str:
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return "/dashboard"
-    return target
 
 
 class MetricsEndpoint(Controller):
