@@ -19,6 +19,7 @@ from marketplace.core.auth import SESSION_COOKIE
 from marketplace.core.errors import NotFound, Problem
 from marketplace.core.security import Principal, check_csrf, csrf_token
 from marketplace.portal import service
+from partners import service as partners
 
 ID = re.compile(r"[a-z]{1,8}_[0-9a-z]{1,40}")
 PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}
@@ -31,6 +32,7 @@ class Viewer:
     principal: Principal
     csrf: str
     session_token: str
+    partners: tuple[tuple[str, str], ...] = ()  # (partner id, name) of the partners they belong to
 
 
 async def viewer_of(request: Request[Any, Any, Any], db_session: AsyncSession) -> Viewer | None:
@@ -38,7 +40,8 @@ async def viewer_of(request: Request[Any, Any, Any], db_session: AsyncSession) -
     raw = request.cookies.get(SESSION_COOKIE)
     if principal is None or not raw:
         return None
-    return Viewer(principal, csrf_token(raw), raw)
+    memberships = await partners.list_partners(db_session, principal)
+    return Viewer(principal, csrf_token(raw), raw, tuple((p.id, p.name) for p, _ in memberships))
 
 
 def page(name: str, viewer: Viewer | None, status_code: int = HTTP_200_OK, **context: Any) -> Template:

@@ -64,7 +64,8 @@ class CatalogPages(PortalPages):
         except Problem:
             cursor = None
         results = await catalog.search(db_session, q=q, category=category, tag=tag, limit=12, starting_after=cursor)
-        return page("catalog.html", viewer, results=results.data, has_more=results.has_more,
+        prices = await catalog.plan_summaries(db_session, [api.id for api, _ in results.data])
+        return page("catalog.html", viewer, results=results.data, prices=prices, has_more=results.has_more,
                     next_cursor=results.next_cursor, q=q or "", category=category or "", tag=tag or "",
                     categories=await catalog.categories(db_session), paged=bool(cursor))
 

@@ -41,6 +41,7 @@ async def test_catalog_search_and_filters_show_published_apis_only(app, api: Api
         await session.execute(update(ApiRow).where(ApiRow.id == draft.api_id).values(name=f"Draft {word}"))
     found = await anonymous.get("/catalog", params={"q": word})
     assert found.status_code == 200 and f"/catalog/{world.slug}" in found.text
+    assert "Free plan · paid plans from USD 49.00 a month" in found.text
     assert f"Draft {word}" not in found.text
     by_category = await anonymous.get("/catalog", params={"category": "meteo", "q": word})
     assert f"/catalog/{world.slug}" in by_category.text
@@ -250,6 +251,7 @@ async def test_partner_sees_subscribers_usage_and_errors(app, api: Api, upstream
     response = await partner.get(f"/partner/{world.partner_id}")
     assert response.status_code == 200
     html = response.text
+    assert f'<a href="/partner/{world.partner_id}" aria-current="page">' in html  # in the navigation
     assert "Free: <strong>1</strong> subscriber" in html and "Pro: <strong>0</strong> subscribers" in html
     assert re.search(r'class="partner-calls">2<', html)  # billable calls; the failed one is not billed
     assert "33.33 %" in html  # 1 failed of 3 admitted calls in the last 24 h
