@@ -108,5 +108,14 @@ def create_operator(email: str, password: str) -> None:
     click.echo(f"{'Created' if created else 'Promoted'} operator {email} ({user_id}).")
 
 
+@main.command("reconcile-payouts")
+@click.option("--batch", "batch_id", default=None, help="One payout batch id (default: batches approved in 35 days)")
+def reconcile_payouts(batch_id: str | None) -> None:
+    """Compare payout transfers with Stripe's; print the differences (exit 1 if any)."""
+    from payouts.cli import reconcile_command
+
+    sys.exit(reconcile_command(batch_id))
+
+
 if __name__ == "__main__":
     main()

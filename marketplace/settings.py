@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     stripe_api_base: str | None = Field(default=None, alias="STRIPE_API_BASE")
     payout_holding_days: int = Field(default=7, ge=0, alias="PAYOUT_HOLDING_DAYS")
     payout_minimum_amount: int = Field(default=100, ge=0, alias="PAYOUT_MINIMUM_AMOUNT")
+    # A batch whose payable total in any currency is above this (minor units) needs two different
+    # operators to approve it. Unset: one approval is enough.
+    payout_second_approval_above: int | None = Field(default=None, ge=0, alias="PAYOUT_SECOND_APPROVAL_ABOVE")
     webhook_retry_schedule: str = Field(
         default="0,5,300,1800,7200,18000,36000,36000", alias="WEBHOOK_RETRY_SCHEDULE"
     )
@@ -77,6 +80,11 @@ class Settings(BaseSettings):
         if value and value.startswith(("postgres://", "postgresql://")):
             return "postgresql+asyncpg://" + value.split("://", 1)[1]
         return value
+
+    @field_validator("payout_second_approval_above", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def retry_schedule(self) -> list[int]:

@@ -1,0 +1,1 @@
+"""Payouts: payout batches reviewed by operators, Stripe transfers sent exactly once, reconciliation."""
