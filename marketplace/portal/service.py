@@ -32,6 +32,8 @@ from partners import service as partners
 from partners.models import Partner
 from partners.publishing import service as publishing
 from partners.publishing.models import Api, PlanVersion
+from payouts import service as payouts
+from payouts.models import PayoutLine
 from webhooks import service as webhooks
 from webhooks.models import WebhookAttempt, WebhookEndpoint
 
@@ -254,6 +256,8 @@ class PartnerDashboard:
     apis: list[ApiView]
     webhooks: list[EndpointView]
     earnings: EarningsOut
+    balances: list[payouts.PartnerBalance]
+    payouts: list[PayoutLine]
 
 
 async def partner_dashboard(session: AsyncSession, principal: Principal, partner_id: str) -> PartnerDashboard:
@@ -278,7 +282,9 @@ async def partner_dashboard(session: AsyncSession, principal: Principal, partner
     endpoints = await webhooks.list_endpoints(session, principal, partner_id=partner.id, limit=50, starting_after=None)
     return PartnerDashboard(partner=partner, role=role, apis=views,
                             webhooks=await endpoint_views(session, list(endpoints.data)),
-                            earnings=await billing_readside.earnings(session, partner.id))
+                            earnings=await billing_readside.earnings(session, partner.id),
+                            balances=await payouts.partner_balance(session, partner.id),
+                            payouts=await payouts.partner_lines(session, partner.id))
 
 
 # --- API health (status page, partner dashboard) --------------------------------------------

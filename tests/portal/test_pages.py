@@ -490,3 +490,24 @@ def test_money_is_formatted_from_minor_units() -> None:
 
     assert money(4900, "usd") == "USD 49.00" and money(123456789, "eur") == "EUR 1,234,567.89"
     assert money(500, "jpy") == "JPY 500" and money(-5, "usd") == "-USD 0.05"
+
+
+async def test_partner_sees_earnings_balance_and_payouts(app, api: Api, browser_for) -> None:  # type: ignore[no-untyped-def]
+    from tests.payouts.factories import paid_invoice, seller
+
+    sellers = await seller(api, db(), name="Earner")
+    await paid_invoice(db(), sellers, total=10000, days_ago=10)  # past the 7-day holding period
+    await paid_invoice(db(), sellers, total=5000, days_ago=1)  # still in it
+    partner = await browser_for(sellers.owner)
+    html = (await partner.get(f"/partner/{sellers.partner_id}")).text
+    balance = re.search(r'<table class="balances">.*?</table>', html, re.S)
+    assert balance, html
+    cells = re.findall(r"<td>([^<]+)</td>", balance[0])
+    # earned, paid out, in holding, in a batch, held, next payout: 80 % of each invoice is the partner's.
+    assert cells == ["USD 120.00", "USD 0.00", "USD 40.00", "USD 0.00", "USD 0.00", "USD 80.00"]
+    assert "No payouts yet." in html
+    earnings = re.search(r"Earnings by month.*?</table>", html, re.S)
+    assert earnings
+    # One row per month of the invoices' periods: both invoices in one month, or one in each.
+    assert ("USD 150.00" in earnings[0] and "USD 120.00" in earnings[0]) or \
+        all(amount in earnings[0] for amount in ("USD 100.00", "USD 80.00", "USD 50.00", "USD 40.00"))
