@@ -511,3 +511,13 @@ async def test_partner_sees_earnings_balance_and_payouts(app, api: Api, browser_
     # One row per month of the invoices' periods: both invoices in one month, or one in each.
     assert ("USD 150.00" in earnings[0] and "USD 120.00" in earnings[0]) or \
         all(amount in earnings[0] for amount in ("USD 100.00", "USD 80.00", "USD 50.00", "USD 40.00"))
+
+
+async def test_operators_get_a_link_to_the_payout_review(app, api: Api, browser_for) -> None:  # type: ignore[no-untyped-def]
+    from marketplace.accounts.models import User as UserRow
+
+    operator, consumer = await api.signup("Operator"), await api.signup("Consumer")
+    async with db().begin() as session:
+        await session.execute(update(UserRow).where(UserRow.id == operator.id).values(is_operator=True))
+    assert 'href="/admin/payouts"' in (await (await browser_for(operator)).get("/dashboard")).text
+    assert 'href="/admin/payouts"' not in (await (await browser_for(consumer)).get("/dashboard")).text
