@@ -27,6 +27,7 @@ from marketplace.core.db import make_engine, make_sessionmaker, provide_db_sessi
 from marketplace.core.errors import EXCEPTION_HANDLERS, ServiceUnavailable
 from marketplace.core.logging import configure_logging
 from marketplace.core.middleware import IdempotencyMiddleware, RequestContextMiddleware
+from marketplace.core.openapi import document_problems
 from marketplace.core.redis import arq_settings, make_redis, queue_name
 from marketplace.settings import get_settings
 
@@ -114,5 +115,6 @@ def create_app() -> Litestar:
             }),
             security=[{"bearer": []}],
         ),
+        on_startup=[document_problems],
         debug=False,
     )

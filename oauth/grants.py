@@ -309,6 +309,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             # Reuse of a rotated token: someone holds a copy. Revoke the whole family.
             revoke_family(row.family_id)
             return None
+        if row.grant_id:
+            # The consent behind it decides too: a token rotated while the grant was being revoked
+            # can escape the revocation's UPDATE (it was not visible to it).
+            grant = db().get(OAuthGrant, row.grant_id)
+            if grant is None or grant.revoked_at is not None:
+                revoke_family(row.family_id)
+                return None
         return RefreshToken(row)
 
     def authenticate_user(self, refresh_token: RefreshToken) -> OAuthUser:

@@ -52,16 +52,16 @@ class PartnerController(Controller):
           summary="Add a member by email (owners and admins)")
     async def add_member(self, partner_id: str, data: MemberIn, principal: Principal,
                          db_session: AsyncSession) -> MemberOut:
-        await service.require_member(db_session, principal, partner_id, MANAGERS)
-        member, email = await service.add_member(db_session, partner_id, data.email, data.role)
+        _, role = await service.require_member(db_session, principal, partner_id, MANAGERS)
+        member, email = await service.add_member(db_session, partner_id, data.email, data.role, by_role=role)
         return member_out(member, email)
 
     @delete("/{partner_id:str}/members/{member_id:str}", operation_id="removePartnerMember",
             summary="Remove a member (owners and admins)")
     async def remove_member(self, partner_id: str, member_id: str, principal: Principal,
                             db_session: AsyncSession) -> None:
-        await service.require_member(db_session, principal, partner_id, MANAGERS)
-        await service.remove_member(db_session, partner_id, member_id)
+        _, role = await service.require_member(db_session, principal, partner_id, MANAGERS)
+        await service.remove_member(db_session, partner_id, member_id, by_role=role)
 
 
 ROUTES = [PartnerController]

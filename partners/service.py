@@ -3,11 +3,11 @@ partner-owned resource goes through: a non-member learns nothing (404)."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from marketplace.core.errors import Conflict, NotFound, Unprocessable
+from marketplace.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from marketplace.core.ids import new_id
 from marketplace.core.security import Principal
 from marketplace.core.tenancy import partner_role
@@ -53,9 +53,18 @@ async def list_members(session: AsyncSession, partner_id: str) -> list[tuple[Mem
     return [(m, e) for m, e in rows]
 
 
-async def add_member(session: AsyncSession, partner_id: str, email: str, role: str) -> tuple[Membership, str]:
+def _only_owners_manage_owners(by_role: str) -> None:
+    # An admin who could make owners (or remove them) could take the organisation over.
+    if by_role != "owner":
+        raise Forbidden("Only an owner can add or remove owners. Ask an owner of this partner.")
+
+
+async def add_member(session: AsyncSession, partner_id: str, email: str, role: str,
+                     by_role: str = "owner") -> tuple[Membership, str]:
     from marketplace.core.db import Base
 
+    if role == "owner":
+        _only_owners_manage_owners(by_role)
     users = Base.metadata.tables["users"]
     user_id = await session.scalar(select(users.c.id).where(users.c.email == email.strip().lower()))
     if user_id is None:
@@ -70,14 +79,16 @@ async def add_member(session: AsyncSession, partner_id: str, email: str, role: s
     return member, email
 
 
-async def remove_member(session: AsyncSession, partner_id: str, member_id: str) -> None:
+async def remove_member(session: AsyncSession, partner_id: str, member_id: str, by_role: str = "owner") -> None:
     member = await session.scalar(select(Membership).where(Membership.id == member_id,
                                                            Membership.partner_id == partner_id))
     if member is None:
         raise NotFound(f"No member {member_id!r} in this partner.")
     if member.role == "owner":
-        owners = await session.scalar(select(func.count()).where(Membership.partner_id == partner_id,
-                                                                 Membership.role == "owner"))
+        _only_owners_manage_owners(by_role)
+        # Lock the owners so that two owners removing each other at once cannot leave none.
+        owners = len((await session.scalars(select(Membership.id).where(
+            Membership.partner_id == partner_id, Membership.role == "owner").with_for_update())).all())
         if owners == 1:
             raise Conflict("A partner needs at least one owner. Make someone else owner first.")
     await session.delete(member)

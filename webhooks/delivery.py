@@ -69,7 +69,7 @@ class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
         if not get_settings().allow_private_networks:
             try:
                 infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except socket.gaierror as exc:
+            except (socket.gaierror, UnicodeError) as exc:
                 raise httpcore.ConnectError(f"host {host!r} does not resolve") from exc
             addresses = [str(info[4][0]) for info in infos]
             for address in addresses:

@@ -27,7 +27,7 @@ from marketplace.accounts.schemas import (
     UserOut,
 )
 from marketplace.core.auth import SESSION_COOKIE
-from marketplace.core.errors import Problem, Unauthorized
+from marketplace.core.errors import Problem, TooManyRequests, Unauthorized
 from marketplace.core.security import Principal
 from partners.models import Membership, Partner
 
@@ -60,9 +60,15 @@ async def session_principal(request: Request[Any, Any, Any], db_session: AsyncSe
     return await service.authenticate(db_session, raw) if raw else None
 
 
+def _client(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def _safe_next(target: str | None) -> str:
     # Only same-site relative paths: an open redirect would let phishing pages borrow our login.
-    if not target or not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc:
+    # Browsers read a backslash as a slash ("/\\evil" is "//evil") and drop tabs and newlines.
+    if not target or not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc \
+            or "\\" in target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
         return "/dashboard"
     return target
 
@@ -77,8 +83,18 @@ class AccountController(Controller):
         return SignupOut(user=UserOut(id=user.id, email=user.email, name=user.name), token=token.value)
 
     @post("/login", status_code=HTTP_200_OK, operation_id="login", summary="Log in and get a token")
-    async def login(self, data: LoginIn, db_session: AsyncSession) -> LoginOut:
-        _, token, row = await service.login(db_session, email=data.email, password=data.password)
+    async def login(self, request: Request[Any, Any, Any], data: LoginIn, db_session: AsyncSession) -> LoginOut:
+        redis, client = request.app.state.redis, _client(request)
+        wait = await service.login_retry_after(redis, data.email, client)
+        if wait:
+            raise TooManyRequests(f"Too many failed logins for this account from your address. Try to log in again "
+                                  f"in {wait} seconds.", headers={"Retry-After": str(wait)})
+        try:
+            _, token, row = await service.login(db_session, email=data.email, password=data.password)
+        except Unauthorized:
+            await service.record_login_failure(redis, data.email, client)
+            raise
+        await service.clear_login_failures(redis, data.email, client)
         return LoginOut(token=token.value, expires_at=row.expires_at)
 
     @get("/me", operation_id="me", summary="The caller, with partner memberships")
@@ -135,12 +151,20 @@ class LoginPageController(Controller):
             return Template("login.html", context={"next": "/dashboard", "error": "Cross-site login refused."},
                             status_code=403)
         next_url = _safe_next(data.get("next"))
+        redis, client, email = request.app.state.redis, _client(request), data.get("email", "")
+        wait = await service.login_retry_after(redis, email, client)
+        if wait:
+            return Template("login.html", context={"next": next_url, "email": email,
+                                                   "error": f"Too many failed logins. Try again in {wait} seconds."},
+                            status_code=429, headers={"Retry-After": str(wait)})
         try:
-            _, token, row = await service.login(db_session, email=data.get("email", ""), password=data.get("password", ""),
+            _, token, row = await service.login(db_session, email=email, password=data.get("password", ""),
                                                 kind=service.SESSION_KIND)
         except Problem:
+            await service.record_login_failure(redis, email, client)
             return Template("login.html", context={"next": next_url, "error": "Wrong email or password.",
-                                                   "email": data.get("email", "")}, status_code=401)
+                                                   "email": email}, status_code=401)
+        await service.clear_login_failures(redis, email, client)
         response = Redirect(next_url, status_code=303)
         response.set_cookie(SESSION_COOKIE, token.value, httponly=True, samesite="lax", path="/",
                             secure=request.url.scheme == "https", expires=row.expires_at)

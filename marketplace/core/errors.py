@@ -13,7 +13,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.exceptions import NotFoundException as LitestarNotFound
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://docs.marketplace.dev/problems/"
@@ -189,8 +189,22 @@ def _integrity_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
     return problem_response(body)
 
 
+def _dbapi_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # SQLSTATE class 22 is "data exception": a value the client sent that PostgreSQL cannot store
+    # or compare (a NUL character in text, a number out of range, an impossible date). Bad input,
+    # not a server error.
+    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+    if not sqlstate.startswith("22"):
+        return _unexpected_handler(request, exc)
+    body = problem_body(422, "Invalid value", "A value in the request cannot be stored: text must not contain NUL "
+                        "characters (\\u0000) and numbers must fit in 64 bits. Fix the value and send the request "
+                        "again.", "invalid-value", instance=request.url.path)
+    return problem_response(body)
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     IntegrityError: _integrity_handler,
+    DBAPIError: _dbapi_handler,
     Problem: _problem_handler,
     HTTPException: _http_exception_handler,
     Exception: _unexpected_handler,

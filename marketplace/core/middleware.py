@@ -24,6 +24,7 @@ log = structlog.get_logger("marketplace.http")
 GATEWAY_PREFIX = "/gateway/"
 IDEMPOTENCY_TTL = 24 * 3600
 IN_FLIGHT_TTL = 60
+MAX_BODY = 10_000_000  # Litestar's default request_max_body_size
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -88,13 +89,21 @@ class IdempotencyMiddleware:
         if not idem_key or scope["method"] != "POST" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
-        redis = scope["app"].state.redis
-        body = b""
+        limit = getattr(scope["app"], "request_max_body_size", None) or MAX_BODY
+        buffer = bytearray()
         more = True
         while more:
             message = await receive()
-            body += message.get("body", b"")
+            if message["type"] == "http.disconnect":
+                return
+            buffer += message.get("body", b"")
             more = message.get("more_body", False)
+            if len(buffer) > limit:  # the body is buffered to fingerprint it: never without a cap
+                await self._problem(send, 413, "Request body too large",
+                                    f"The body is larger than {limit} bytes. Send a smaller request.")
+                return
+        body = bytes(buffer)
+        redis = scope["app"].state.redis
         caller = hashlib.sha256((_header(scope, b"authorization") or "").encode()).hexdigest()[:32]
         store_key = redis_keys.key("idem", caller, hashlib.sha256(idem_key.encode()).hexdigest())
         fingerprint = hashlib.sha256(scope["method"].encode() + scope["path"].encode() + b"\0" + body).hexdigest()

@@ -45,6 +45,8 @@ async def resolve_public(url: str, *, schemes: tuple[str, ...] = ("http", "https
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise UnsafeURL(f"host {host!r} does not resolve") from exc
+    except UnicodeError as exc:  # an empty or over-long label: the IDNA codec refuses the name
+        raise UnsafeURL(f"host {host!r} is not a valid DNS name") from exc
     for info in infos:
         if not _is_public(str(info[4][0])):
             raise UnsafeURL(

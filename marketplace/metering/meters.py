@@ -7,7 +7,7 @@ values), last (the latest value by timestamp).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -25,6 +25,8 @@ from marketplace.metering.models import Meter, MeterEvent
 from marketplace.metering.schemas import RejectedOut, UsageEventIn, UsageEventsOut
 from marketplace.subscriptions.models import Subscription
 from partners.publishing.models import Api
+
+MAX_VALUE = Decimal(10) ** 26  # meter_events.value is NUMERIC(38, 12)
 
 
 async def api_of_member(session: AsyncSession, principal: Principal, api_id: str) -> Api:
@@ -88,13 +90,25 @@ async def ingest(session: AsyncSession, principal: Principal, events: list[Usage
         except (InvalidOperation, ValueError):
             rejected.append(RejectedOut(e.event_id, "value must be a finite number."))
             continue
+        if value < 0 or value >= MAX_VALUE:
+            # meter_events.value is NUMERIC(38, 12): larger values cannot be stored (they used to fail
+            # the whole batch with a 500), and usage is never negative.
+            rejected.append(RejectedOut(e.event_id, f"value must be between 0 and {MAX_VALUE:,} (exclusive)."))
+            continue
+        occurred_at = now
+        if e.timestamp is not None:
+            try:
+                occurred_at = (e.timestamp if e.timestamp.tzinfo else e.timestamp.replace(tzinfo=UTC)).astimezone(UTC)
+            except (OverflowError, ValueError):
+                rejected.append(RejectedOut(e.event_id, "timestamp is out of range; send an ISO 8601 time in UTC."))
+                continue
         if (sub.api_id, e.event_id) in seen:
             duplicates.append(e.event_id)
             continue
         seen.add((sub.api_id, e.event_id))
         rows.append({"api_id": sub.api_id, "event_id": e.event_id, "partner_id": sub.partner_id,
                      "subscription_id": sub.id, "consumer_id": sub.consumer_id, "meter_id": meter.id,
-                     "value": value, "occurred_at": e.timestamp or now, "recorded_at": now})
+                     "value": value, "occurred_at": occurred_at, "recorded_at": now})
     accepted: list[str] = []
     if rows:
         inserted = set((await session.scalars(

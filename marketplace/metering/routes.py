@@ -14,6 +14,7 @@ from marketplace.core.db import utcnow
 from marketplace.core.errors import BadRequest
 from marketplace.core.security import Principal
 from marketplace.core.tenancy import partner_role
+from marketplace.core.times import as_utc
 from marketplace.metering import meters as meter_service
 from marketplace.metering import service
 from marketplace.metering.pricing import estimate_amount
@@ -95,8 +96,9 @@ class UsageEventController(Controller):
 
 
 def _range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    end = end or utcnow() + timedelta(hours=1)
-    start = start or end - timedelta(days=31)
+    # Times without a zone are UTC; odd offsets and out-of-range years are a 422, never a 500.
+    end = as_utc(end, "end") if end is not None else utcnow() + timedelta(hours=1)
+    start = as_utc(start, "start") if start is not None else as_utc(end - timedelta(days=31), "end")
     if start >= end:
         raise BadRequest("start must be before end.")
     return start, end

@@ -124,6 +124,13 @@ async def change_plan(session: AsyncSession, consumer_id: str, subscription_id: 
         raise Unprocessable(f"Plan {plan_id!r} belongs to another API. Subscribe to it with POST /v1/subscriptions.")
     if plan.id == sub.plan_id and version.id == sub.plan_version_id:
         return sub, version.name
+    current_currency = await session.scalar(select(PlanVersion.currency).where(PlanVersion.id == sub.plan_version_id))
+    if current_currency is not None and version.currency != current_currency:
+        # The period's fee is prorated across both plans on one invoice: it cannot mix currencies.
+        raise Unprocessable(f"Plan {plan_id!r} is priced in {version.currency.upper()}, this subscription in "
+                            f"{current_currency.upper()}; a plan change cannot switch currency. Cancel this "
+                            "subscription and subscribe to the other plan instead.",
+                            errors=[{"field": "plan_id", "message": "different currency"}])
     if is_paid(version):
         await require_payment_method(session, consumer_id)
     previous = sub.plan_id
@@ -156,9 +163,12 @@ async def cancel(session: AsyncSession, consumer_id: str, subscription_id: str, 
 
 
 async def end_subscription(session: AsyncSession, sub: Subscription) -> None:
-    """Cancel now: the gateway refuses its keys within a second."""
+    """Cancel now: the gateway refuses its keys within a second. The final period is cut at the
+    cancellation, and billing's close still invoices it (usage, and the fee for the days used)."""
     sub.status = "canceled"
     sub.canceled_at = utcnow()
+    if sub.current_period_end > sub.canceled_at:
+        sub.current_period_end = sub.canceled_at
     sub.revision += 1
     invalidate_after_commit(session, "subscription", sub.id)
     publish(session, "subscription.canceled", subscription_event(sub), partner_id=sub.partner_id,

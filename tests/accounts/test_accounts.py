@@ -89,3 +89,31 @@ async def test_login_page_refuses_open_redirects_and_wrong_passwords(api: Api) -
     api.client.cookies.clear()
     wrong = await api.client.post("/login", data={"email": user.email, "password": "nope"})
     assert wrong.status_code == 401 and "Wrong email or password" in wrong.text
+
+
+async def test_login_page_refuses_backslash_and_control_character_open_redirects(api: Api) -> None:
+    user = await api.signup()
+    # Browsers read "/\evil" as "//evil" (and drop tabs and newlines): all of these would leave the site.
+    for target in ["/\\evil.example.com/", "/\\/evil.example.com", "/\t/evil.example.com", "/%5Cevil.example.com"]:
+        response = await api.client.post("/login", data={"email": user.email, "password": "correct horse battery",
+                                                          "next": target}, follow_redirects=False)
+        assert response.headers["location"] in ("/dashboard", target.replace("%5C", "%5C")), target
+        assert "\\" not in response.headers["location"] and "\t" not in response.headers["location"], target
+        api.client.cookies.clear()
+
+
+async def test_repeated_wrong_passwords_are_throttled_with_429_and_retry_after(api: Api) -> None:
+    user = await api.signup()
+    for _ in range(10):
+        wrong = await api.client.post("/v1/login", json={"email": user.email, "password": "guess-guess"})
+        assert wrong.status_code == 401
+    throttled = await api.client.post("/v1/login", json={"email": user.email, "password": "correct horse battery"})
+    body = assert_problem(throttled, 429)
+    assert int(throttled.headers["retry-after"]) > 0 and "login" in body["detail"].lower()
+    page = await api.client.post("/login", data={"email": user.email, "password": "correct horse battery"},
+                                 follow_redirects=False)
+    assert page.status_code == 429
+    # another account is not affected
+    other = await api.signup()
+    ok = await api.client.post("/v1/login", json={"email": other.email, "password": "correct horse battery"})
+    assert ok.status_code == 200

@@ -66,13 +66,14 @@ async def test_cancel_at_period_end_ends_the_subscription_at_close(api: Api, ses
 async def test_late_usage_for_a_closed_period_goes_on_the_next_invoice(api: Api, sessionmaker: Any,
                                                                        usage: FakeUsage) -> None:
     operator = await make_operator(api, sessionmaker)
-    world = await make_world(api, sessionmaker, period_start=START, period_end=END, monthly_fee=0, included_units=0,
+    world = await make_world(api, sessionmaker, period_start=utc(2026, 8, 1), period_end=utc(2026, 9, 1), monthly_fee=0,
+                             included_units=0,
                              unit_pricing={"model": "per_unit", "unit_amount": "2"})
-    usage.add(world.subscription_id, utc(2026, 10, 10), 100)
-    await close(api, operator)
-    usage.add(world.subscription_id, utc(2026, 10, 31, 23), 7)  # flushed after the close
-    usage.add(world.subscription_id, utc(2026, 11, 3), 10)
-    await close(api, operator, "2026-12-01T00:00:00Z")
+    usage.add(world.subscription_id, utc(2026, 8, 10), 100)
+    await close(api, operator, "2026-09-01T00:00:00Z")
+    usage.add(world.subscription_id, utc(2026, 8, 31, 23), 7)  # flushed after the close
+    usage.add(world.subscription_id, utc(2026, 9, 3), 10)
+    await close(api, operator, "2026-10-01T00:00:00Z")
     first, second = await invoices_of(sessionmaker, world.subscription_id)
     assert first.total == 200
     async with sessionmaker() as session:
@@ -259,3 +260,57 @@ async def test_the_calculator_quotes_every_pricing_model_published_through_the_a
         response = await api.client.post(f"/v1/catalog/plans/{plans[name]}/quote", json={"units": 250000})
         assert response.status_code == 200, response.text
         assert response.json()["total"] == total, (name, response.json())
+
+
+async def test_closing_with_a_period_end_in_the_future_is_refused_and_invoices_nothing(
+        api: Api, sessionmaker: Any, usage: FakeUsage) -> None:
+    from datetime import timedelta
+
+    from marketplace.core.db import utcnow
+
+    operator = await make_operator(api, sessionmaker)
+    now = utcnow()
+    world = await make_world(api, sessionmaker, period_start=now - timedelta(days=5),
+                             period_end=now + timedelta(days=25))
+    future = (now + timedelta(days=400)).isoformat()
+    response = await api.client.post("/v1/admin/billing/close", json={"period_end": future},
+                                     headers=operator.headers)
+    assert_problem(response, 422, contains="future")
+    assert await invoices_of(sessionmaker, world.subscription_id) == []
+    async with sessionmaker() as session:
+        sub = await session.get(Subscription, world.subscription_id)
+        assert sub is not None and sub.current_period_end > now  # not rolled ahead
+
+
+async def test_closing_with_an_out_of_range_period_end_is_a_422(api: Api, sessionmaker: Any) -> None:
+    operator = await make_operator(api, sessionmaker)
+    response = await api.client.post("/v1/admin/billing/close", json={"period_end": "0001-01-01T00:00:00+14:00"},
+                                     headers=operator.headers)
+    assert_problem(response, 422)
+
+
+async def test_cancelling_now_still_invoices_the_usage_and_the_days_used_of_the_final_period(
+        api: Api, sessionmaker: Any, usage: FakeUsage) -> None:
+    from datetime import timedelta
+
+    from marketplace.core.db import utcnow
+
+    operator = await make_operator(api, sessionmaker)
+    now = utcnow()
+    start = now - timedelta(days=10)
+    world = await make_world(api, sessionmaker, period_start=start, period_end=start + timedelta(days=30),
+                             monthly_fee=3000, included_units=0, unit_pricing={"model": "per_unit", "unit_amount": "2"})
+    usage.add(world.subscription_id, now - timedelta(days=2), 50)
+    canceled = await api.client.delete(f"/v1/subscriptions/{world.subscription_id}?now=true",
+                                       headers=world.consumer.headers)
+    assert canceled.status_code in (200, 204), canceled.text
+    await close(api, operator, utcnow().isoformat())
+    [invoice] = await invoices_of(sessionmaker, world.subscription_id)
+    # 50 units x 2 = 100 of usage, and 10 of 30 days of the 3000 fee
+    assert invoice.usage_amount == 100 and invoice.total == 100 + 1000, (invoice.total, invoice.usage_amount)
+    assert invoice.period_end <= utcnow()
+    await close(api, operator, utcnow().isoformat())
+    assert len(await invoices_of(sessionmaker, world.subscription_id)) == 1
+    async with sessionmaker() as session:
+        sub = await session.get(Subscription, world.subscription_id)
+        assert sub is not None and sub.status == "canceled"

@@ -66,3 +66,61 @@ async def test_stored_idempotent_responses_are_encrypted_at_rest(api: Api, app) 
         assert secret.encode() not in value
         found = True
     assert found
+
+
+async def test_openapi_documents_errors_as_problem_json_on_every_v1_operation(api: Api) -> None:
+    doc = (await api.client.get("/schema/openapi.json")).json()
+    assert "Problem" in doc["components"]["schemas"]
+    for path, item in doc["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, op in item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            errors = {code: r for code, r in op["responses"].items() if code.startswith(("4", "5"))}
+            if "{" in path or method != "get":
+                assert errors, (method, path)
+            for code, response in errors.items():
+                content = response["content"]
+                assert list(content) == ["application/problem+json"], (method, path, code)
+                media = content["application/problem+json"]
+                assert media["schema"] == {"$ref": "#/components/schemas/Problem"}, (method, path, code)
+                assert media["examples"], (method, path, code)
+    assert "401" in doc["paths"]["/v1/me"]["get"]["responses"]
+    assert "422" in doc["paths"]["/v1/partners"]["post"]["responses"]
+    assert "401" not in doc["paths"]["/v1/catalog/apis"]["get"]["responses"]
+
+
+async def test_an_oversized_body_with_an_idempotency_key_is_refused_with_413_not_buffered(api: Api) -> None:
+    user = await api.signup()
+    big = b'{"name": "' + b"x" * 10_500_000 + b'"}'
+    response = await api.client.post("/v1/partners", content=big,
+                                     headers={**user.headers, "Idempotency-Key": "big-1",
+                                              "Content-Type": "application/json"})
+    assert_problem(response, 413)
+
+
+async def test_the_idempotency_middleware_stops_reading_a_body_past_the_size_limit(app, api: Api) -> None:  # type: ignore[no-untyped-def]
+    """It buffers the body to fingerprint it: without a cap, one request could fill the memory."""
+    from marketplace.core.middleware import IdempotencyMiddleware
+
+    chunks_read = 0
+
+    async def receive():  # type: ignore[no-untyped-def]
+        nonlocal chunks_read
+        chunks_read += 1
+        return {"type": "http.request", "body": b"x" * 1_000_000, "more_body": chunks_read < 1000}
+
+    sent: list[dict] = []
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        sent.append(message)
+
+    async def downstream(scope, receive, send):  # type: ignore[no-untyped-def]
+        raise AssertionError("an oversized body must not reach the app")
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/partners", "app": app,
+             "headers": [(b"idempotency-key", b"huge"), (b"authorization", b"Bearer x")]}
+    await IdempotencyMiddleware(downstream)(scope, receive, send)
+    assert chunks_read <= 12, chunks_read
+    assert sent[0]["status"] == 413

@@ -287,3 +287,40 @@ async def test_the_worker_job_flushes_gateway_usage(app, api: Api, upstream: Ups
     finally:
         await pool.aclose()
     assert (await usage(api, user, sub["id"]))["units"] == 3
+
+
+async def test_partner_usage_events_with_unstorable_values_or_timestamps_are_rejected_one_by_one(
+        app, api: Api, upstream: Upstream) -> None:
+    world = await make_api(app, api, upstream.url)
+    _user, sub, _ = await consumer_with_key(app, api, world)
+    h = world.partner_user.headers
+    created = await api.client.post(f"/v1/apis/{world.api_id}/meters", json={"name": "tokens"}, headers=h)
+    assert created.status_code == 201, created.text
+
+    def ev(event_id: str, value, timestamp: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+        return {"event_id": event_id, "subscription_id": sub["id"], "meter": "tokens", "value": value,
+                **({"timestamp": timestamp} if timestamp else {})}
+
+    events = [ev("ok", 5), ev("huge", "1e40"), ev("float-huge", 1e308), ev("negative", -5),
+              ev("far-future", 1, "9999-12-31T23:59:59-12:00"), ev("ok2", "0.5")]
+    response = await api.client.post("/v1/usage-events", json={"events": events}, headers=h)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert sorted(body["accepted"]) == ["ok", "ok2"]
+    assert sorted(r["event_id"] for r in body["rejected"]) == ["far-future", "float-huge", "huge", "negative"]
+
+
+async def test_partner_usage_date_filters_with_odd_offsets_or_no_zone_are_never_a_500(api: Api) -> None:
+    user = await api.signup()
+    partner = await api.partner(user)
+    for query in ["start=2026-01-01T00:00:00", "start=0001-01-01T00:00:00%2B14:00", "end=0001-01-02T00:00:00Z",
+                  "start=9999-12-31T23:00:00-12:00&end=9999-12-31T23:59:59-12:00", "end=0001-01-01T00:00:00Z"]:
+        response = await api.client.get(f"/v1/partners/{partner['id']}/usage?{query}", headers=user.headers)
+        assert response.status_code in (200, 400, 422), (query, response.text)
+        if response.status_code != 200:
+            assert response.headers["content-type"].startswith("application/problem+json")
+    # a time without a zone is read as UTC, and answered as UTC
+    ok = await api.client.get(f"/v1/partners/{partner['id']}/usage?start=2026-01-01T00:00:00&end=2026-01-02T00:00:00",
+                              headers=user.headers)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["start"].startswith("2026-01-01T00:00:00") and ok.json()["start"].endswith("Z")

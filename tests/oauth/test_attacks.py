@@ -338,3 +338,26 @@ async def test_the_verified_token_cache_honours_expiry_and_key_removal(world: Wo
     assert verified.get(token, claims.exp + 60) is None  # expired: verify again (and refuse)
     ring.load({"keys": []})  # the key left the key set
     assert verified.get(token, time.time()) is None
+
+
+async def test_a_refresh_token_of_a_revoked_grant_is_refused_even_if_the_token_row_escaped_revocation(
+        world: World) -> None:
+    """DELETE /v1/oauth/grants/{id} revokes the grant's refresh tokens with one UPDATE; a refresh that
+    commits a rotated token concurrently can leave a live token behind (READ COMMITTED does not show it
+    to that UPDATE). The grant's own state must decide."""
+    from sqlalchemy import update
+
+    from marketplace.core.db import utcnow
+    from oauth.models import OAuthGrant, OAuthRefreshToken
+
+    created, token, _ = await _tokens(world)
+    auth = (created["client_id"], created["client_secret"])
+    async with world.app.state.sessionmaker.begin() as session:
+        grant_id = await session.scalar(
+            update(OAuthRefreshToken).where(OAuthRefreshToken.app_id == created["client_id"])
+            .values(revoked_at=None).returning(OAuthRefreshToken.grant_id))
+        assert grant_id
+        await session.execute(update(OAuthGrant).where(OAuthGrant.id == grant_id).values(revoked_at=utcnow()))
+    response = await world.api.client.post("/oauth/token", data={
+        "grant_type": "refresh_token", "refresh_token": token["refresh_token"]}, auth=auth)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant", response.text

@@ -57,3 +57,24 @@ async def test_partner_name_is_validated(api: Api) -> None:
     assert response.json()["errors"]
     extra = await api.client.post("/v1/partners", json={"name": "x", "evil": 1}, headers=user.headers)
     assert extra.status_code in (400, 422)
+
+
+async def test_an_admin_cannot_make_owners_or_remove_them(api: Api) -> None:
+    owner, admin, accomplice = await api.signup(), await api.signup(), await api.signup()
+    pid = (await api.partner(owner))["id"]
+    added = await api.client.post(f"/v1/partners/{pid}/members", json={"email": admin.email, "role": "admin"},
+                                  headers=owner.headers)
+    assert added.status_code == 201, added.text
+    promoted = await api.client.post(f"/v1/partners/{pid}/members", json={"email": accomplice.email, "role": "owner"},
+                                     headers=admin.headers)
+    assert_problem(promoted, 403, contains="owner")
+    members = (await api.client.get(f"/v1/partners/{pid}/members", headers=owner.headers)).json()
+    owner_member = next(m for m in members if m["role"] == "owner")
+    # even with a second owner around (so the last-owner rule does not apply), an admin cannot remove one
+    second = await api.client.post(f"/v1/partners/{pid}/members", json={"email": accomplice.email, "role": "owner"},
+                                   headers=owner.headers)
+    assert second.status_code == 201, second.text
+    removed = await api.client.delete(f"/v1/partners/{pid}/members/{owner_member['id']}", headers=admin.headers)
+    assert_problem(removed, 403, contains="owner")
+    still = (await api.client.get(f"/v1/partners/{pid}/members", headers=owner.headers)).json()
+    assert owner_member["id"] in {m["id"] for m in still}

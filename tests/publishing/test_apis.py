@@ -263,3 +263,13 @@ async def test_creating_an_api_with_an_idempotency_key_twice_creates_it_once(api
     assert first.status_code == second.status_code == 201 and first.json()["id"] == second.json()["id"]
     listed = (await api.client.get("/v1/apis", params={"partner_id": partner["id"]}, headers=user.headers)).json()
     assert len(listed["data"]) == 1
+
+
+@pytest.mark.parametrize("url", ["http://a..b/", "http://" + "x" * 70 + ".com/"])
+async def test_upstream_hosts_that_are_not_valid_dns_names_are_a_422_not_a_500(
+        api: Api, url: str, partner_user: tuple[User, str], private_networks_refused: None) -> None:
+    user, partner_id = partner_user
+    response = await api.client.post("/v1/apis", headers=user.headers, json={
+        "partner_id": partner_id, "slug": unique("badhost"), "name": "X", "description": "x", "upstream_url": url})
+    body = assert_problem(response, 422)
+    assert body["errors"][0]["field"] == "upstream_url"

@@ -120,3 +120,15 @@ def test_periods_are_anchored_on_the_subscription_day_and_clamped_to_month_end()
     assert add_months(anchor, 13) == datetime(2027, 2, 28, 10, 0, tzinfo=UTC)
     start, end = period_containing(anchor, datetime(2026, 3, 15, tzinfo=UTC))
     assert (start, end) == (datetime(2026, 2, 28, 10, tzinfo=UTC), datetime(2026, 3, 31, 10, tzinfo=UTC))
+
+
+async def test_changing_to_a_plan_in_another_currency_is_refused(app, api: Api, upstream: Upstream) -> None:
+    # The period's fee is prorated across the plans: one invoice cannot add dollars to euros.
+    world = await make_api(app, api, upstream.url, plans=[{"name": "Dollars"}, {"name": "Euros", "currency": "eur"}])
+    user = await api.signup()
+    sub = await subscribe(api, user, world.plans["Dollars"])
+    response = await api.client.post(f"/v1/subscriptions/{sub['id']}/change-plan",
+                                     json={"plan_id": world.plans["Euros"]}, headers=user.headers)
+    assert_problem(response, 422, contains="currency")
+    same = (await api.client.get(f"/v1/subscriptions/{sub['id']}", headers=user.headers)).json()
+    assert same["plan_id"] == world.plans["Dollars"]

@@ -188,3 +188,13 @@ async def test_webhook_routes_are_in_the_openapi_document(api: Api) -> None:
                  "/v1/webhook-endpoints/{endpoint_id}/rotate-secret", "/v1/webhook-endpoints/{endpoint_id}/test",
                  "/v1/webhook-endpoints/{endpoint_id}/deliveries/{event_id}/resend", "/v1/webhook-event-types"]:
         assert path in doc["paths"], path
+
+
+async def test_webhook_urls_whose_host_is_not_a_valid_dns_name_are_a_422_not_a_500(api: Api, monkeypatch: Any) -> None:
+    monkeypatch.setattr(get_settings(), "allow_private_networks", False)
+    user = await api.signup()
+    for url in ["https://a..b/hook", "https://" + "x" * 70 + ".com/hook"]:
+        response = await api.client.post("/v1/webhook-endpoints", json={"url": url, "events": ["*"]},
+                                         headers=user.headers)
+        assert_problem(response, 422)
+        assert response.json()["errors"][0]["field"] == "url"
