@@ -39,9 +39,15 @@ try:
     from playwright.async_api import async_playwright
 except ImportError:  # a user's machine without the browser test tools
     async_playwright = None  # type: ignore[assignment]
+try:
+    from axe_playwright_python.async_playwright import Axe
+except ImportError:
+    Axe = None  # type: ignore[assignment,misc]
 
 pytestmark = [
-    pytest.mark.skipif(async_playwright is None, reason="playwright is not installed (pip install playwright)"),
+    pytest.mark.skipif(async_playwright is None, reason="playwright is not installed (pip install playwright; "
+                       "no `playwright install` needed)"),
+    pytest.mark.skipif(Axe is None, reason="axe-core for Python is not installed (pip install axe-playwright-python)"),
     pytest.mark.skipif(not (os.path.exists(CHROMIUM) or shutil.which("chromium")),
                        reason=f"Chromium not found at {CHROMIUM} (apt-get install chromium)"),
 ]
@@ -134,8 +140,6 @@ class PageChecks:
         page.on("pageerror", lambda exc: self.console_errors.append(f"{page.url}: {exc}"))
 
     async def check(self, page: Any, shot: str) -> None:
-        from axe_playwright_python.async_playwright import Axe
-
         await page.screenshot(path=str(SHOTS / f"{shot}.png"), full_page=True)
         results = await Axe().run(page)
         serious = [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
