@@ -29,7 +29,8 @@ import pytest
 
 from tests.gateway.factories import Upstream
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium")
+                                                else shutil.which("chromium") or "/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "screenshots"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -48,8 +49,8 @@ pytestmark = [
     pytest.mark.skipif(async_playwright is None, reason="playwright is not installed (pip install playwright; "
                        "no `playwright install` needed)"),
     pytest.mark.skipif(Axe is None, reason="axe-core for Python is not installed (pip install axe-playwright-python)"),
-    pytest.mark.skipif(not (os.path.exists(CHROMIUM) or shutil.which("chromium")),
-                       reason=f"Chromium not found at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason=f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)"),
 ]
 
 
