@@ -294,15 +294,25 @@ async def charge_invoice(sessionmaker: Any, redis: Redis, invoice_id: str) -> st
         outcome, obj = await call_stripe(session, attempt)
     async with sessionmaker.begin() as session:
         invoice = await record_outcome(session, attempt_id, outcome, obj)
-        if invoice is not None:
-            await sync_block(session, redis, invoice.subscription_id)
+        subscription_id = invoice.subscription_id if invoice is not None else None
+    if subscription_id is not None:  # after the commit: the gateway follows committed state only
+        async with sessionmaker() as session:
+            await sync_block(session, redis, subscription_id)
     return outcome
 
 
 # ---- refunds and disputes -------------------------------------------------------------------------
 
+class PaymentNotRecordedYet(Exception):
+    """A refund or dispute for an invoice whose payment we have not recorded yet: retried later."""
+
+
 async def apply_reversal(session: AsyncSession, invoice: Invoice, *, kind: str, cumulative: int, reference: str) -> bool:
     """Refund or dispute taking the invoice's cumulative `kind` amount to `cumulative`; reverses the split."""
+    if invoice.status in ("open", "failed"):
+        # Stripe events arrive out of order (the charge's own success event may still be on its
+        # way): fail the handler so the inbox sweep retries it once the payment is recorded.
+        raise PaymentNotRecordedYet(f"{kind} for invoice {invoice.id} arrived before its payment was recorded")
     if invoice.status != "paid":
         return False
     before = invoice.amount_refunded + invoice.amount_disputed

@@ -39,13 +39,23 @@ async def charge_invoice(ctx: dict[str, Any], invoice_id: str) -> str:
 MAX_EVENT_ATTEMPTS = 10
 
 
+async def sync_blocks_after_commit(ctx: dict[str, Any], subscription_ids: Any) -> None:
+    """Set or clear the gateway's block keys from committed state: written before the commit, a
+    rolled-back transaction would leave the gateway refusing (or admitting) the wrong calls."""
+    if not subscription_ids:
+        return
+    async with ctx["sessionmaker"]() as session:
+        for subscription_id in subscription_ids:
+            await payments.sync_block(session, ctx["redis_client"], subscription_id)
+
+
 async def handle_stripe_event(ctx: dict[str, Any], event_id: str) -> str:
     try:
         async with ctx["sessionmaker"].begin() as session:
             result = await stripe_events.process(session, event_id)
-            for subscription_id in session.info.pop("sync_block", set()):
-                await payments.sync_block(session, ctx["redis_client"], subscription_id)
+            to_sync = session.info.pop("sync_block", set())
             to_charge = session.info.pop("charge", set())
+        await sync_blocks_after_commit(ctx, to_sync)
         if get_settings().payments_enabled:
             for invoice_id in to_charge:
                 await ctx["redis"].enqueue_job("charge_invoice", invoice_id, _job_id=f"charge-{invoice_id}-{event_id}")
@@ -62,7 +72,6 @@ async def billing_maintenance(ctx: dict[str, Any]) -> dict[str, int]:
     """Every few minutes: grace period → unpaid (+ block key), retries that are due, inbox sweep."""
     settings = get_settings()
     now = utcnow()
-    redis = ctx["redis_client"]
     async with ctx["sessionmaker"].begin() as session:
         overdue = (await session.scalars(select(Subscription).where(
             Subscription.status == "past_due",
@@ -74,13 +83,13 @@ async def billing_maintenance(ctx: dict[str, Any]) -> dict[str, int]:
 
             cache.invalidate_after_commit(session, "subscription", sub.id)
         await session.flush()
-        for sub in overdue:
-            await payments.sync_block(session, redis, sub.id)
+        overdue_ids = [sub.id for sub in overdue]
         due = (await session.scalars(select(Invoice.id).where(Invoice.status.in_(("open", "failed")),
                                                               Invoice.next_attempt_at <= now))).all()
         stale = (await session.scalars(select(StripeEvent.id).where(
             StripeEvent.processed_at.is_(None), StripeEvent.received_at <= now - timedelta(minutes=1),
             StripeEvent.attempts < MAX_EVENT_ATTEMPTS))).all()
+    await sync_blocks_after_commit(ctx, overdue_ids)
     if settings.payments_enabled:
         for invoice_id in due:
             await ctx["redis"].enqueue_job("charge_invoice", invoice_id, _job_id=f"retry-{invoice_id}-{now:%Y%m%d%H%M}")

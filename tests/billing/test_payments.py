@@ -387,3 +387,38 @@ async def test_a_failing_handler_leaves_the_event_for_the_sweep_with_its_error(
     async with sessionmaker() as session:
         row = await session.get(StripeEvent, event["id"])
         assert row.processed_at is None and row.attempts == 1 and "boom" in row.error
+
+
+async def test_a_refund_that_arrives_before_its_payment_is_recorded_is_retried_not_dropped(
+        api: Api, sessionmaker: Any, usage: FakeUsage, stripe_on: respx.MockRouter, run_jobs: Any,
+        worker_ctx: dict[str, Any]) -> None:
+    from marketplace.billing.models import StripeEvent
+
+    mock_stripe(stripe_on, decline=True)
+    operator = await make_operator(api, sessionmaker)
+    world = await make_world(api, sessionmaker, period_start=START, period_end=END, monthly_fee=10000,
+                             unit_pricing={}, fee_percent=30)
+    await save_card(api, world, run_jobs)
+    await close(api, operator)
+    await run_jobs()
+    invoice = (await api.client.get("/v1/invoices", headers=world.consumer.headers)).json()["data"][0]
+    assert invoice["status"] == "failed"
+
+    refund = stripe_event("charge.refunded", {"id": "ch_early", "object": "charge", "amount": 10000,
+                                              "amount_refunded": 1000, "metadata": {"invoice_id": invoice["id"]}})
+    await deliver(api, refund)
+    await run_jobs()
+    async with sessionmaker() as session:
+        stored = await session.get(StripeEvent, refund["id"])
+        assert stored.processed_at is None and stored.attempts == 1 and "before its payment" in stored.error
+
+    paid = stripe_event("payment_intent.succeeded", {"id": "pi_late", "object": "payment_intent",
+                                                     "status": "succeeded", "amount": 10000, "currency": "usd",
+                                                     "metadata": {"invoice_id": invoice["id"]}})
+    await deliver(api, paid)
+    await run_jobs()
+    await tasks.handle_stripe_event(worker_ctx, refund["id"])  # what the inbox sweep does
+    body = (await api.client.get(f"/v1/invoices/{invoice['id']}", headers=world.consumer.headers)).json()
+    assert body["status"] == "paid" and body["amount_refunded"] == 1000
+    after = await ledger(api, operator)
+    assert after[("partner_payable", world.partner_id, "usd")] == -7000 + 700
