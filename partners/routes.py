@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from litestar import Controller, delete, get, post
-from litestar.status_codes import HTTP_201_CREATED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from marketplace.core.auth import require_operator
 from marketplace.core.security import Principal
 from marketplace.core.tenancy import MANAGERS
 from partners import service
 from partners.models import Membership, Partner
-from partners.schemas import MemberIn, MemberOut, PartnerIn, PartnerOut
+from partners.schemas import MemberIn, MemberOut, PartnerIn, PartnerOut, PartnerStatusIn
 
 
 def partner_out(partner: Partner, role: str | None) -> PartnerOut:
@@ -64,4 +65,23 @@ class PartnerController(Controller):
         await service.remove_member(db_session, partner_id, member_id, by_role=role)
 
 
-ROUTES = [PartnerController]
+class AdminPartnerController(Controller):
+    path = "/v1/admin/partners"
+    tags = ["admin"]
+
+    @post("/{partner_id:str}/suspend", status_code=HTTP_200_OK, operation_id="suspendPartner",
+          summary="Operators: suspend a partner (its APIs leave the catalog and the gateway refuses them)")
+    async def suspend(self, partner_id: str, principal: Principal, db_session: AsyncSession,
+                      data: PartnerStatusIn | None = None) -> PartnerOut:
+        require_operator(principal)
+        partner = await service.set_partner_status(db_session, partner_id, "suspended", data.reason if data else "")
+        return partner_out(partner, None)
+
+    @post("/{partner_id:str}/unsuspend", status_code=HTTP_200_OK, operation_id="unsuspendPartner",
+          summary="Operators: reinstate a suspended partner")
+    async def unsuspend(self, partner_id: str, principal: Principal, db_session: AsyncSession) -> PartnerOut:
+        require_operator(principal)
+        return partner_out(await service.set_partner_status(db_session, partner_id, "active"), None)
+
+
+ROUTES = [PartnerController, AdminPartnerController]

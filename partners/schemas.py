@@ -35,3 +35,7 @@ class MemberOut(msgspec.Struct):
     email: str
     role: str
     created_at: datetime
+
+
+class PartnerStatusIn(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(max_length=500, examples=["Repeated chargebacks under review"])] = ""

@@ -7,7 +7,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from marketplace.core.cache import invalidate_after_commit
+from marketplace.core.db import Base
 from marketplace.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from marketplace.core.events import publish
 from marketplace.core.ids import new_id
 from marketplace.core.security import Principal
 from marketplace.core.tenancy import partner_role
@@ -92,3 +95,20 @@ async def remove_member(session: AsyncSession, partner_id: str, member_id: str, 
         if owners == 1:
             raise Conflict("A partner needs at least one owner. Make someone else owner first.")
     await session.delete(member)
+
+
+async def set_partner_status(session: AsyncSession, partner_id: str, status: str, reason: str = "") -> Partner:
+    """Operators suspend or reinstate a partner. A suspended partner sells nothing: its APIs leave
+    the catalog, new subscriptions are refused, and the gateway refuses calls to its APIs."""
+    partner = await session.get(Partner, partner_id, with_for_update=True)
+    if partner is None:
+        raise NotFound(f"No partner {partner_id!r}.")
+    if partner.status != status:
+        partner.status = status
+        publish(session, f"partner.{'suspended' if status == 'suspended' else 'reinstated'}",
+                {"partner_id": partner.id, "reason": reason}, partner_id=partner.id)
+        apis = Base.metadata.tables["apis"]
+        for slug in (await session.scalars(select(apis.c.slug).where(apis.c.partner_id == partner.id))).all():
+            invalidate_after_commit(session, "api", slug)
+        await session.flush()
+    return partner

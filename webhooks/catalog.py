@@ -81,6 +81,15 @@ EVENT_TYPES: dict[str, EventType] = {
         "example": {"partner_id": "prt_01jd0000000000000000000000", "connect_status": "enabled",
                     "charges_enabled": True, "payouts_enabled": True, "requirements": []},
     },
+    "partner.suspended": {
+        "description": "An operator suspended the partner: its APIs left the catalog and the gateway refuses them.",
+        "owners": "partner",
+        "example": {"partner_id": "prt_01jd0000000000000000000000", "reason": "Repeated chargebacks under review"},
+    },
+    "partner.reinstated": {
+        "description": "An operator lifted the partner's suspension.", "owners": "partner",
+        "example": {"partner_id": "prt_01jd0000000000000000000000", "reason": ""},
+    },
     "endpoint.disabled": {
         "description": "One of your webhook endpoints was disabled (it answered 410 Gone, or failed "
                        "without a single success for days). Fix it and re-enable it with PATCH.",

@@ -24,6 +24,7 @@ from marketplace.core.security import OpaqueToken, new_token
 from marketplace.settings import get_settings
 from marketplace.subscriptions.models import LIVE_STATUSES, ApiKey, Subscription
 from marketplace.subscriptions.periods import add_months, period_containing
+from partners.models import Partner
 from partners.publishing.models import Api, Plan, PlanVersion
 
 KEY_KIND = "mk"  # API keys look like mk_Ab3…; the prefix (mk_ + 8 chars) is stored for lookup
@@ -61,7 +62,8 @@ async def _plan_for_subscribing(session: AsyncSession, plan_id: str) -> tuple[Pl
         select(Plan, PlanVersion, Api)
         .join(PlanVersion, (PlanVersion.plan_id == Plan.id) & (PlanVersion.version == Plan.current_version))
         .join(Api, Api.id == Plan.api_id)
-        .where(Plan.id == plan_id)
+        .join(Partner, Partner.id == Api.partner_id)
+        .where(Plan.id == plan_id, Partner.status == "active")  # a suspended partner sells nothing
     )).first()
     if row is None or row[2].status != "published":
         raise NotFound(f"No plan {plan_id!r} on a published API. Browse plans with GET /v1/catalog/apis.")

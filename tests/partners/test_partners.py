@@ -78,3 +78,35 @@ async def test_an_admin_cannot_make_owners_or_remove_them(api: Api) -> None:
     assert_problem(removed, 403, contains="owner")
     still = (await api.client.get(f"/v1/partners/{pid}/members", headers=owner.headers)).json()
     assert owner_member["id"] in {m["id"] for m in still}
+
+
+async def test_operators_suspend_a_partner_and_its_plans_cannot_be_subscribed(api: Api, app) -> None:  # type: ignore[no-untyped-def]
+    from marketplace.accounts.service import create_operator
+    from tests.helpers import unique
+
+    op_email = f"{unique('op')}@example.com"
+    async with app.state.sessionmaker.begin() as session:
+        await create_operator(session, email=op_email, password="operator-pass")
+    owner, consumer = await api.signup(), await api.signup()
+    pid = (await api.partner(owner))["id"]
+    assert_problem(await api.client.post(f"/v1/admin/partners/{pid}/suspend", headers=owner.headers), 404)
+
+    # A published API with a free plan, through the publishing API.
+    j = owner.headers
+    slug = unique("susp")
+    api_id = (await api.client.post("/v1/apis", headers=j, json={
+        "partner_id": pid, "slug": slug, "name": "S", "description": "d", "upstream_url": "http://127.0.0.1:9"})).json()["id"]
+    await api.client.post(f"/v1/apis/{api_id}/endpoints", headers=j, json={"method": "GET", "path": "/x"})
+    plan = (await api.client.post(f"/v1/apis/{api_id}/plans", headers=j, json={
+        "name": "Free", "currency": "usd", "monthly_fee": 0})).json()["id"]
+    assert (await api.client.post(f"/v1/apis/{api_id}/publish", headers=j)).status_code == 200
+
+    op_token = (await api.client.post("/v1/login", json={"email": op_email, "password": "operator-pass"})).json()["token"]
+    op = {"Authorization": f"Bearer {op_token}"}
+    suspended = await api.client.post(f"/v1/admin/partners/{pid}/suspend", headers=op, json={"reason": "review"})
+    assert suspended.status_code == 200 and suspended.json()["status"] == "suspended"
+    assert_problem(await api.client.post("/v1/subscriptions", headers=consumer.headers, json={"plan_id": plan}), 404)
+    assert (await api.client.get(f"/v1/catalog/apis/{slug}")).status_code == 404
+    reinstated = await api.client.post(f"/v1/admin/partners/{pid}/unsuspend", headers=op)
+    assert reinstated.json()["status"] == "active"
+    assert (await api.client.post("/v1/subscriptions", headers=consumer.headers, json={"plan_id": plan})).status_code == 201
