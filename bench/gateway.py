@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -124,6 +125,34 @@ def wrk(url: str, *, duration: int, connections: int, headers: dict[str, str] | 
     result["non2xx"] = float(m.group(1)) if m else 0.0
     if WRK_RE["errors"].search(out):
         result["socket_errors"] = 1.0
+    return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) of a process and its direct children (nginx's and
+    granian's workers), from /proc; 0 where /proc is missing."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for p in [pid, *map(int, children)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def measured(pid: int, url: str, **kwargs: Any) -> dict[str, float]:
+    """wrk, plus the CPU the target process (with its workers) used per request and in cores."""
+    before, started = cpu_seconds(pid), time.monotonic()
+    result = wrk(url, **kwargs)
+    used, elapsed = cpu_seconds(pid) - before, time.monotonic() - started
+    result["cpu_us_per_req"] = used / max(result["rps"] * kwargs["duration"], 1) * 1e6
+    result["cores"] = used / elapsed
     return result
 
 
@@ -269,11 +298,12 @@ def main() -> None:
                 time.sleep(3600)
         wrk(gateway, duration=2, connections=c, headers=key_h)  # warm-up: caches, pools, JIT-free but still
         wrk(gateway, duration=1, connections=c, headers=bearer_h)
+        up_pid, proxy_pid, gw_pid = (p.pid for p in procs)
         results = {
-            "direct upstream": wrk(direct, duration=d, connections=c),
-            "nginx proxy": wrk(proxied, duration=d, connections=c),
-            "gateway (key)": wrk(gateway, duration=d, connections=c, headers=key_h),
-            "gateway (bearer)": wrk(gateway, duration=d, connections=c, headers=bearer_h),
+            "direct upstream": measured(up_pid, direct, duration=d, connections=c),
+            "nginx proxy": measured(proxy_pid, proxied, duration=d, connections=c),
+            "gateway (key)": measured(gw_pid, gateway, duration=d, connections=c, headers=key_h),
+            "gateway (bearer)": measured(gw_pid, gateway, duration=d, connections=c, headers=bearer_h),
         }
         half_rate = results["gateway (key)"]["rps"] / 2
         paced_conns = 16
@@ -313,10 +343,13 @@ def main() -> None:
 
         asyncio.run(clear_redis())
 
-    print(f"\nPeak ({c} connections, {d}s each, wrk):")
-    print(f"  {'target':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
+    print("\nWorker processes: nginx upstream 1, nginx proxy 1 (worker_processes 1), gateway 1 (granian "
+          "--workers 1, uvloop); wrk 2 threads; all on this machine's cores.")
+    print(f"\nPeak ({c} connections, {d}s each, wrk; CPU = the target's processes, all threads):")
+    print(f"  {'target':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}{'CPU us/req':>12}{'cores':>7}")
     for name, r in results.items():
-        print(f"  {name:<18}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}{r['non2xx']:>10.0f}")
+        print(f"  {name:<18}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}{r['non2xx']:>10.0f}"
+              f"{r['cpu_us_per_req']:>12.1f}{r['cores']:>7.2f}")
     g, n, u = results["gateway (key)"], results["nginx proxy"], results["direct upstream"]
     print(f"\n  gateway / nginx proxy throughput: {g['rps'] / n['rps']:.1%}  (target >= 10%)")
     print(f"  gateway / direct upstream throughput: {g['rps'] / u['rps']:.1%}")

@@ -39,8 +39,15 @@ def check_url_shape(url: str, *, schemes: tuple[str, ...] = ("http", "https")) -
 async def resolve_public(url: str, *, schemes: tuple[str, ...] = ("http", "https")) -> None:
     """Raise UnsafeURL unless every address the host resolves to is public (or private is allowed)."""
     host, port = check_url_shape(url, schemes=schemes)
+    await public_addresses(host, port)
+
+
+async def public_addresses(host: str, port: int) -> list[str]:
+    """The addresses to connect to for host:port, all checked by the rule; connect to one of these
+    (not to the name again), so DNS cannot change its answer between the check and the connect.
+    With private networks allowed: [host] unresolved."""
     if get_settings().allow_private_networks:
-        return
+        return [host]
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -53,3 +60,4 @@ async def resolve_public(url: str, *, schemes: tuple[str, ...] = ("http", "https
                 f"resolves to a private, loopback or link-local address ({info[4][0]}); "
                 "use a public host (or set MARKETPLACE_ALLOW_PRIVATE_NETWORKS=1 in development)"
             )
+    return [str(info[4][0]) for info in infos]

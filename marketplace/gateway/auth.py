@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 class GatewayProblem(Exception):
     """A refusal on the hot path, answered as problem+json (never billed)."""
 
+    api: ApiEntry | None = None  # set once the API is known (for the statistics)
+
     def __init__(self, status: int, title: str, detail: str, slug: str,
                  headers: list[tuple[bytes, bytes]] | None = None, **extra: object) -> None:
         super().__init__(detail)

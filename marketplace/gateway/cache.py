@@ -25,9 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from marketplace.core.cache import channel
 from marketplace.core.security import decrypt
 from marketplace.gateway.records import ApiEntry, Caller, EndpointEntry, EndpointMatcher, PlanOffer
+from marketplace.gateway.upstream import Origin
 from marketplace.subscriptions.models import ApiKey, Subscription
 from marketplace.subscriptions.periods import period_containing
 from oauth.keys import refresh_key_ring
+from partners.models import Partner
 from partners.publishing.models import Api, Endpoint, Plan, PlanVersion
 
 log = structlog.get_logger("marketplace.gateway")
@@ -52,9 +54,11 @@ def _ts(value: datetime) -> float:
 
 
 async def load_api(session: AsyncSession, slug: str) -> ApiEntry | None:
-    api = await session.scalar(select(Api).where(Api.slug == slug))
-    if api is None:
+    row = (await session.execute(select(Api, Partner.status).join(Partner, Partner.id == Api.partner_id)
+                                 .where(Api.slug == slug))).first()
+    if row is None:
         return None
+    api, partner_status = row
     endpoints = (await session.scalars(select(Endpoint).where(Endpoint.api_id == api.id)
                                        .order_by(Endpoint.created_at, Endpoint.id))).all()
     offers = (await session.execute(
@@ -68,9 +72,17 @@ async def load_api(session: AsyncSession, slug: str) -> ApiEntry | None:
     except Exception:  # an undecryptable secret must not take the gateway down; the upstream can tell
         log.warning("proxy_secret_undecryptable", api_id=api.id)
         secret = ""
+    try:
+        origin = Origin(api.upstream_url)
+    except ValueError:
+        log.warning("upstream_url_unusable", api_id=api.id)
+        origin = None
     return ApiEntry(
-        id=api.id, slug=api.slug, partner_id=api.partner_id, status=api.status,
-        upstream=api.upstream_url.rstrip("/"), proxy_secret=secret,
+        # A suspended partner's APIs are suspended too (operators suspend either).
+        id=api.id, slug=api.slug, partner_id=api.partner_id,
+        status="suspended" if partner_status == "suspended" and api.status == "published" else api.status,
+        upstream=api.upstream_url.rstrip("/"), proxy_secret=secret, origin=origin,
+        proxy_headers=[(b"x-marketplace-proxy-secret", secret.encode("latin-1", "replace"))],
         matcher=EndpointMatcher([EndpointEntry(e.id, e.method.upper(), e.path, e.scope, max(int(e.weight), 0))
                                  for e in endpoints]),
         plans=[PlanOffer(id=o[0], name=o[1], per_second=o[2], per_minute=o[3], quota=o[4]) for o in offers],
@@ -117,6 +129,8 @@ def caller_for(sub: Subscription, plan: PlanVersion, key: ApiKey | None) -> Call
         revoked=bool(key and key.revoked_at is not None),
         expires_at=_ts(key.expires_at) if key and key.expires_at else None,
         policy_header=policy_header(per_second, per_minute, quota, int(end - start)),
+        proxy_headers=[(b"x-marketplace-consumer", sub.consumer_id.encode()),
+                       (b"x-marketplace-subscription", sub.id.encode())],
     )
 
 

@@ -22,7 +22,12 @@ from redis.exceptions import NoScriptError, ResponseError
 
 
 def _encode(args: tuple[Any, ...]) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
+    return b"*%d\r\n" % len(args) + bulk_strings(args)
+
+
+def bulk_strings(args: tuple[Any, ...] | list[Any]) -> bytes:
+    """RESP bulk strings for `args`, without the array header (callers may cache parts of a command)."""
+    out = []
     for arg in args:
         if isinstance(arg, bytes):
             b = arg
@@ -115,6 +120,10 @@ class FastRedis:
             future.exception()  # retrieved here; awaiting callers re-raise it
 
     async def execute(self, *args: Any) -> Any:
+        return await self.execute_encoded(_encode(args))
+
+    async def execute_encoded(self, payload: bytes) -> Any:
+        """Send one command already encoded as a RESP array (see `bulk_strings`)."""
         protocol = self.protocol or await self._protocol()
         transport = protocol.transport
         if transport is None or transport.is_closing():
@@ -122,7 +131,7 @@ class FastRedis:
             raise RedisConnectionError("connection to Redis closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiters.append((future, time.monotonic()))
-        transport.write(_encode(args))
+        transport.write(payload)
         return await future
 
     async def evalsha(self, sha: str, numkeys: int, *args: Any) -> Any:

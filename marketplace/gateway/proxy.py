@@ -2,8 +2,8 @@
 
 Per call: API by slug (cached) → endpoint (precompiled templates) → caller by key hash (cached)
 → subscription status and scope → ONE Redis round trip (admit.lua: blocked flag, per-second and
-per-minute GCRA, monthly quota, usage XADD, key last-use) → proxy over one pooled aiohttp session,
-streaming both bodies → answer with X-Request-Id and rate-limit headers.
+per-minute GCRA, monthly quota, usage XADD, key last-use) → proxy over one pooled HTTP/1.1 client
+(upstream.py; chosen by benchmark, see docs/gateway.md), streaming both bodies → answer with X-Request-Id and rate-limit headers.
 
 Exact billing: the Lua step enqueues the usage entry when it admits the call. When the call then
 fails (no upstream answer: 502/504; or the upstream answers 5xx), a second, fire-and-forget
@@ -25,10 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import msgspec
 import structlog
-import yarl
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,8 +36,10 @@ from marketplace.core.ids import new_id
 from marketplace.core.redis import key as rkey
 from marketplace.gateway.auth import GatewayProblem, ParsedRequest, authenticate
 from marketplace.gateway.cache import GatewayCache, roll_period
-from marketplace.gateway.fastredis import FastRedis
-from marketplace.gateway.records import Caller
+from marketplace.gateway.fastredis import FastRedis, bulk_strings
+from marketplace.gateway.records import ApiEntry, Caller
+from marketplace.gateway.stats import GatewayStats
+from marketplace.gateway.upstream import UpstreamClient, UpstreamError
 from oauth.tokens import deny_list_key
 
 log = structlog.get_logger("marketplace.gateway")
@@ -54,17 +54,20 @@ DROP_REQUEST = frozenset({
     b"transfer-encoding", b"upgrade", b"host", b"x-api-key", b"authorization", b"cookie", b"x-request-id",
     b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip",
     b"x-marketplace-proxy-secret", b"x-marketplace-consumer", b"x-marketplace-subscription", b"content-length",
+    b"expect",  # the gateway reads the body itself; an interim 100 Continue never reaches the client
 })
 DROP_RESPONSE = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer", b"trailers",
     b"transfer-encoding", b"upgrade", b"x-request-id", b"ratelimit", b"ratelimit-policy", b"x-ratelimit-limit",
     b"x-ratelimit-remaining", b"x-ratelimit-reset", b"server", b"date",
 })
+
 ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 SMALL_BODY = 256 * 1024
 _encode = msgspec.json.Encoder().encode
 
 LIMIT_NAMES = {2: "per-second", 3: "per-minute", 4: "quota"}
+ADMIT_ARRAY = b"*%d\r\n" % (3 + 7 + 16)  # EVALSHA, sha, numkeys, 7 keys, 16 args
 
 
 def problem_message(status: int, title: str, detail: str, slug: str, request_id: str,
@@ -75,18 +78,22 @@ def problem_message(status: int, title: str, detail: str, slug: str, request_id:
     return _encode(body)
 
 
+def upstream_client(*, pool_size: int, connect_timeout: float, timeout: float) -> UpstreamClient:
+    """The one pooled upstream client of a process (see upstream.py). `timeout` bounds each whole
+    call (connect, request, answer, body), `connect_timeout` opening a connection."""
+    return UpstreamClient(pool_size=pool_size, connect_timeout=connect_timeout, timeout=timeout)
+
+
 class Gateway:
     """One per process; built by the gateway's lifespan and kept on `app.state.gateway`."""
 
-    def __init__(self, *, cache: GatewayCache, redis: FastRedis, redis_aux: Redis, http: aiohttp.ClientSession,
-                 connect_timeout: float, timeout: float) -> None:
+    def __init__(self, *, cache: GatewayCache, redis: FastRedis, redis_aux: Redis, http: UpstreamClient,
+                 stats: GatewayStats | None = None) -> None:
         self.cache = cache
         self.redis = redis  # the hot path's pipelined client (EVALSHA only)
         self.redis_aux = redis_aux  # redis-py, for the rare refund/void pipeline
-        self.http = http
-        # `total` bounds the whole call; `sock_connect` only applies when a pooled connection must
-        # be opened (aiohttp's `connect` would arm a second timer on every call).
-        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
+        self.http = http  # see upstream_client(); its timeouts bound every call
+        self.stats = stats if stats is not None else GatewayStats()
         self.admit_sha: str | None = None
         self.k_stream = rkey("usage")
         self.k_used = rkey("key_used")
@@ -103,21 +110,26 @@ class Gateway:
             return
         request_id = new_id("request")
         headers_out: list[tuple[bytes, bytes]] = [(b"x-request-id", request_id.encode())]
+        mono = time.monotonic()
         try:
-            await self.handle(scope, receive, send, request_id, headers_out)
+            api, status = await self.handle(scope, receive, send, request_id, headers_out, mono)
+            self.stats.call(api.id, api.slug, status, time.monotonic() - mono)
         except GatewayProblem as problem:
             await self.send_problem(send, problem, request_id, headers_out)
+            self.stats.problem(problem.slug, problem.status, problem.api, time.monotonic() - mono)
         except (SQLAlchemyError, OSError) as exc:  # a cache miss while PostgreSQL is unreachable
             log.warning("gateway_lookup_failed", request_id=request_id, error=type(exc).__name__)
             await self.send_problem(send, GatewayProblem(
                 503, "Service unavailable", "The gateway cannot look up this API or key right now. Retry shortly; "
                 "this call is not billed.", "lookup-unavailable", headers=[(b"retry-after", b"1")]),
                 request_id, headers_out)
+            self.stats.problem("lookup-unavailable", 503, None, time.monotonic() - mono)
         except Exception:
             log.exception("gateway_error", request_id=request_id)
             await self.send_problem(send, GatewayProblem(
                 500, "Internal error", "The gateway failed on our side. Retry later; if it persists, contact support "
                 "with this X-Request-Id.", "internal"), request_id, headers_out)
+            self.stats.problem("internal", 500, None, time.monotonic() - mono)
 
     async def send_problem(self, send: Any, problem: GatewayProblem, request_id: str,
                            headers_out: list[tuple[bytes, bytes]]) -> None:
@@ -132,8 +144,10 @@ class Gateway:
     # --- the call -----------------------------------------------------------------------------
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any, request_id: str,
-                     headers_out: list[tuple[bytes, bytes]]) -> None:
-        now, mono = time.time(), time.monotonic()
+                     headers_out: list[tuple[bytes, bytes]], mono: float) -> tuple[ApiEntry, int]:
+        """Serve one call; returns the API and the status answered. A refusal raises GatewayProblem
+        (carrying the API once it is known, for the statistics)."""
+        now = time.time()
         method = scope["method"]
         if method not in ALLOWED_METHODS:
             raise GatewayProblem(405, "Method not allowed", f"The gateway does not proxy {method} requests.",
@@ -167,6 +181,16 @@ class Gateway:
         if api.status != "published":
             raise GatewayProblem(503, "API suspended", f"The API {slug!r} is suspended by the marketplace.",
                                  "api-suspended")
+        try:
+            return api, await self.proxy(scope, receive, send, request_id, headers_out, api, method, rest, now,
+                                         mono)
+        except GatewayProblem as problem:
+            problem.api = api
+            raise
+
+    async def proxy(self, scope: dict[str, Any], receive: Any, send: Any, request_id: str,
+                    headers_out: list[tuple[bytes, bytes]], api: ApiEntry, method: str, rest: str, now: float,
+                    mono: float) -> int:
         endpoint, allowed = api.matcher.match(method, rest)
         if endpoint is None:
             if allowed:
@@ -178,7 +202,7 @@ class Gateway:
 
         api_key: str | None = None
         authorization: str | None = None
-        forward: list[tuple[str, str]] = []
+        forward: list[tuple[bytes, bytes]] = []
         drop_extra: set[bytes] = set()
         host = content_length = None
         chunked = has_accept_encoding = has_user_agent = False
@@ -192,16 +216,17 @@ class Gateway:
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
             elif name == b"host":
-                host = value.decode("latin-1")
+                host = value
             elif name == b"content-length":
                 content_length = value
             elif name == b"transfer-encoding":
                 chunked = True
             elif name == b"connection":
                 drop_extra.update(t.strip().lower() for t in value.split(b","))
-        for name, value in scope["headers"]:
-            if name not in DROP_REQUEST and name not in drop_extra:
-                forward.append((name.decode("latin-1"), value.decode("latin-1")))
+        if drop_extra:
+            forward = [(n, v) for n, v in scope["headers"] if n not in DROP_REQUEST and n not in drop_extra]
+        else:
+            forward = [(n, v) for n, v in scope["headers"] if n not in DROP_REQUEST]
 
         client = scope.get("client")
         request = ParsedRequest(method=method, path=rest, query=scope.get("query_string", b""), api=api,
@@ -234,88 +259,89 @@ class Gateway:
         if now >= caller.period_end:
             roll_period(caller, now)
 
-        target = api.upstream + rest
-        if request.query:
-            target += "?" + request.query.decode("latin-1")
-        try:
-            url = yarl.URL(target, encoded=True)
-        except ValueError:
-            raise GatewayProblem(400, "Bad request", "The path or query string is not a valid URL.",
-                                 "bad-path") from None
+        if api.origin is None:
+            raise GatewayProblem(502, "Bad gateway", f"{api.slug}'s upstream URL is not usable. This call is not "
+                                 "billed.", "upstream-unreachable")
+        query = request.query
+        target = rest.encode("ascii")  # checked ASCII above, still percent-encoded
+        if query:
+            target += b"?" + query
+
+        # --- the upstream request's headers ---
+        # No Accept-Encoding from the client means no compression (bodies pass through undecoded).
+        if not has_accept_encoding:
+            forward.append((b"accept-encoding", b"identity"))
+        if not has_user_agent:
+            forward.append((b"user-agent", b"marketplace-gateway"))
+        forward.append((b"x-forwarded-for", request.client_ip.encode("latin-1")))
+        forward.append((b"x-forwarded-proto", scope.get("scheme", "http").encode("latin-1")))
+        if host:
+            forward.append((b"x-forwarded-host", host))
+        forward.append((b"x-request-id", request_id.encode()))
+        forward.extend(api.proxy_headers)
+        forward.extend(caller.proxy_headers)
 
         rl_headers = await self.admit(caller, api, endpoint.id, endpoint.method, endpoint.path,
                                       endpoint.weight, request_id, now)
         headers_out.extend(rl_headers)
 
         # --- proxy ---
-        # Set here what aiohttp would otherwise add (its skip_auto_headers path costs ~5% CPU per call):
-        # no Accept-Encoding from the client means no compression (bodies pass through undecoded).
-        if not has_accept_encoding:
-            forward.append(("Accept-Encoding", "identity"))
-        if not has_user_agent:
-            forward.append(("User-Agent", "marketplace-gateway"))
-        forward.append(("X-Forwarded-For", request.client_ip))
-        forward.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
-        if host:
-            forward.append(("X-Forwarded-Host", host))
-        forward.append(("X-Request-Id", request_id))
-        forward.append(("X-Marketplace-Proxy-Secret", api.proxy_secret))
-        forward.append(("X-Marketplace-Consumer", caller.consumer_id))
-        forward.append(("X-Marketplace-Subscription", caller.subscription_id))
-
-        data: Any = None
+        body: Any = None
         if chunked or (content_length is not None and content_length != b"0"):
             first = await receive()
             if first.get("more_body"):
-                data = _stream_body(first.get("body", b""), receive)
+                body = _stream_body(first.get("body", b""), receive)
             else:
-                data = first.get("body", b"")
-            if content_length is not None:
-                forward.append(("Content-Length", content_length.decode("latin-1")))
-        elif content_length == b"0":
-            forward.append(("Content-Length", "0"))
+                body = first.get("body", b"")
 
         billed_outcome = False
+        status = 0
         try:
-            async with self.http.request(method, url, headers=forward, data=data, timeout=self.timeout,
-                                         allow_redirects=False) as resp:
+            async with self.http.request(method, api.origin, target, forward, body, content_length) as resp:
                 status = resp.status
                 if status >= 500:
                     self.void(caller, api, endpoint.id, endpoint.method, endpoint.path, endpoint.weight,
                               request_id, now)
                 billed_outcome = True  # decided: billed (<500) or voided (5xx)
-                out = [(k, v) for k, v in resp.raw_headers if k.lower() not in DROP_RESPONSE]
+                out = [(k, v) for k, v in resp.headers if k.lower() not in DROP_RESPONSE]
                 out.extend(headers_out)
                 length = resp.content_length
-                if method == "HEAD" or status in (204, 304):
+                if resp.no_body:
                     await send({"type": "http.response.start", "status": status, "headers": out})
                     await send({"type": "http.response.body", "body": b""})
                 elif length is not None and length <= SMALL_BODY:
-                    body = await resp.read()
+                    data = await resp.read()
                     await send({"type": "http.response.start", "status": status, "headers": out})
-                    await send({"type": "http.response.body", "body": body})
+                    await send({"type": "http.response.body", "body": data})
                 else:
                     await send({"type": "http.response.start", "status": status, "headers": out})
-                    async for chunk in resp.content.iter_any():
+                    async for chunk in resp.chunks():
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     await send({"type": "http.response.body", "body": b""})
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+        except ValueError:  # a header value with a line break: never written to the upstream
             if billed_outcome:
-                return  # the upstream answered, then stalled mid-body: the answer stands
+                return status
+            self.void(caller, api, endpoint.id, endpoint.method, endpoint.path, endpoint.weight, request_id, now)
+            raise GatewayProblem(400, "Bad request", "A header value carries a line break. This call is not "
+                                 "billed.", "bad-request") from None
+        except TimeoutError:  # UpstreamTimeout
+            if billed_outcome:
+                return status  # the upstream answered, then stalled mid-body: the answer stands
             self.void(caller, api, endpoint.id, endpoint.method, endpoint.path, endpoint.weight, request_id, now)
             raise GatewayProblem(504, "Gateway timeout", f"{api.slug} did not answer in time. Retry later; this "
                                  "call is not billed.", "upstream-timeout") from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except (UpstreamError, OSError) as exc:
             if billed_outcome:
-                return
+                return status
             self.void(caller, api, endpoint.id, endpoint.method, endpoint.path, endpoint.weight, request_id, now)
-            raise GatewayProblem(502, "Bad gateway", f"{api.slug} could not be reached ({type(exc).__name__}). "
+            raise GatewayProblem(502, "Bad gateway", f"{api.slug} could not be reached ({exc}). "
                                  "Retry later; this call is not billed.", "upstream-unreachable") from None
         except BaseException:
             if not billed_outcome:
                 self.void(caller, api, endpoint.id, endpoint.method, endpoint.path, endpoint.weight,
                           request_id, now)
             raise
+        return status
 
     # --- Redis --------------------------------------------------------------------------------
 
@@ -328,17 +354,30 @@ class Gateway:
                 f"{self.k_quota}:{sub}:{period}", self.k_stream, self.k_used,
                 deny_list_key(jti) if jti else self.k_no_token)
         ttl = int(caller.period_end - now) + 35 * 86400
-        args = (weight, caller.per_second, caller.per_minute, caller.quota, 1 if caller.quota_hard else 0, ttl,
-                request_id, sub, endpoint_id, caller.consumer_id, api.partner_id, api.id, caller.key_id or "",
-                method, path, 1 if jti else 0)
+        head = (weight, caller.per_second, caller.per_minute, caller.quota, 1 if caller.quota_hard else 0)
+        tail = (sub, endpoint_id, caller.consumer_id, api.partner_id, api.id, caller.key_id or "", method, path,
+                1 if jti else 0)
+
+        def command(sha: str) -> bytes:
+            # EVALSHA sha 7 KEYS… ARGV[1-5] | ARGV[6] ttl, ARGV[7] request id | ARGV[8-16]: all but the
+            # middle are constant for a cached key caller, so they are encoded once (bearer calls
+            # carry their token's jti in KEYS[7] and are encoded whole).
+            cache_key = (endpoint_id, period, sha)
+            parts = caller.admit_parts.get(cache_key) if jti is None else None
+            if parts is None:
+                parts = (bulk_strings(("EVALSHA", sha, 7, *keys, *head)), bulk_strings(tail))
+                if jti is None:
+                    caller.admit_parts[cache_key] = parts
+            return b"".join((ADMIT_ARRAY, parts[0], bulk_strings((ttl, request_id)), parts[1]))
+
         try:
             if self.admit_sha is None:
                 self.admit_sha = await self.redis.script_load(ADMIT_LUA)
             try:
-                result = await self.redis.evalsha(self.admit_sha, 7, *keys, *args)
+                result = await self.redis.execute_encoded(command(self.admit_sha))
             except NoScriptError:  # Redis restarted (or flushed scripts): load once more
                 self.admit_sha = await self.redis.script_load(ADMIT_LUA)
-                result = await self.redis.evalsha(self.admit_sha, 7, *keys, *args)
+                result = await self.redis.execute_encoded(command(self.admit_sha))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("gateway_redis_unavailable", error=type(exc).__name__)
             raise GatewayProblem(503, "Service unavailable", "Rate limiting and metering are unavailable for a "

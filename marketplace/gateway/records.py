@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(:path)?\}")
 
@@ -86,6 +87,8 @@ class ApiEntry:
     proxy_secret: str  # decrypted once, here
     matcher: EndpointMatcher
     plans: list[PlanOffer] = field(default_factory=list)
+    origin: Any = None  # upstream.Origin of `upstream`, parsed once (None: not a usable URL)
+    proxy_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # constant per API, pre-encoded
 
 
 @dataclass(slots=True)
@@ -114,3 +117,7 @@ class Caller:
     # deny-list in admit.lua) and the app it was issued to.
     token_jti: str | None = None
     client_id: str | None = None
+    # X-Marketplace-Consumer / -Subscription for the upstream request, encoded once.
+    proxy_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # The admit.lua call's constant parts, RESP-encoded, by (endpoint id, period, script sha): key path only.
+    admit_parts: dict[tuple[str, str, str], tuple[bytes, bytes]] = field(default_factory=dict)

@@ -1,5 +1,6 @@
 """Mounts the gateway (a raw ASGI app, see proxy.py) at /gateway and owns its process resources:
-the shared aiohttp session, a Redis client with short timeouts, the invalidation listener."""
+the shared upstream client, a Redis client with short timeouts, the invalidation listener, and the
+statistics flusher (stats.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 from litestar import Litestar, asgi
 from redis.asyncio import Redis
 
 from marketplace.gateway.cache import GatewayCache
 from marketplace.gateway.fastredis import FastRedis
-from marketplace.gateway.proxy import Gateway
+from marketplace.gateway.proxy import Gateway, upstream_client
+from marketplace.gateway.stats import forget, new_stats
 from marketplace.settings import get_settings
 
 
@@ -48,29 +49,31 @@ def install_fast_dispatch(app: Litestar, gateway: Gateway) -> None:
 @contextlib.asynccontextmanager
 async def gateway_lifespan(app: Litestar) -> AsyncIterator[None]:
     settings = get_settings()
-    connector = aiohttp.TCPConnector(limit=settings.gateway_pool_size, limit_per_host=0, ttl_dns_cache=60,
-                                     keepalive_timeout=30, enable_cleanup_closed=True)
-    http = aiohttp.ClientSession(connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
-                                 raise_for_status=False)
+    http = upstream_client(pool_size=settings.gateway_pool_size, connect_timeout=settings.gateway_connect_timeout,
+                           timeout=settings.gateway_timeout)
     redis = gateway_redis(settings.redis_url or "", settings.gateway_redis_timeout)
     redis_aux = Redis.from_url(settings.redis_url or "", decode_responses=False, socket_connect_timeout=2,
                                socket_timeout=5)
     listener_redis = Redis.from_url(settings.redis_url or "", decode_responses=False, socket_connect_timeout=2)
     cache = GatewayCache(app.state.sessionmaker, settings.gateway_cache_ttl)
-    gateway = Gateway(cache=cache, redis=redis, redis_aux=redis_aux, http=http, connect_timeout=settings.gateway_connect_timeout,
-                      timeout=settings.gateway_timeout)
+    stats = new_stats()
+    gateway = Gateway(cache=cache, redis=redis, redis_aux=redis_aux, http=http, stats=stats)
     app.state.gateway = gateway
     install_fast_dispatch(app, gateway)
     listener = asyncio.create_task(cache.listen(listener_redis))
+    flusher = asyncio.create_task(stats.run(app.state.sessionmaker))
     try:
         yield
     finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await listener
+        for task in (listener, flusher):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if gateway.tasks:
             await asyncio.wait(list(gateway.tasks), timeout=2)
-        await http.close()
+        await stats.close(app.state.sessionmaker)  # the last window (at most FLUSH_EVERY seconds)
+        forget(stats)
+        await gateway.http.close()
         await redis.aclose()
         await redis_aux.aclose()
         await listener_redis.aclose()

@@ -110,15 +110,16 @@ async def test_upstream_down_gives_502_and_a_timeout_504_and_neither_is_billed(
 
     world = await make_api(app, api, upstream.url)
     user2, sub2, key2 = await consumer_with_key(app, api, world)
-    import aiohttp
+    from marketplace.gateway.proxy import upstream_client
 
     gateway = app.state.gateway
-    saved = gateway.timeout
-    gateway.timeout = aiohttp.ClientTimeout(total=0.5, connect=0.5)
+    saved = gateway.http
+    gateway.http = upstream_client(pool_size=8, connect_timeout=0.5, timeout=0.5)
     try:
         slow = await api.client.get(gw(world, "/slow"), headers={"X-API-Key": key2["key"]})
     finally:
-        gateway.timeout = saved
+        await gateway.http.close()
+        gateway.http = saved
     assert_problem(slow, 504, contains="not billed")
     assert slow.headers["x-request-id"].startswith("req_")
     await flush(app)
@@ -387,7 +388,8 @@ async def test_no_postgresql_query_on_the_hot_path_once_caches_are_warm(app, api
             assert (await api.client.get(gw(world, f"/forecast/{i}"), headers=h)).status_code == 200
     finally:
         event.remove(engine, "before_cursor_execute", count)
-    assert statements == []
+    # The statistics flusher writes every 10 s on its own task, never on a call's path.
+    assert [s for s in statements if "gateway_stats" not in s] == []
 
 
 async def test_revocation_reaches_another_gateway_process_within_a_second(
@@ -426,3 +428,21 @@ async def test_revocation_reaches_another_gateway_process_within_a_second(
     finally:
         server.terminate()
         server.wait(10)
+
+
+async def test_an_upstream_whose_dns_now_points_at_a_private_address_is_refused_at_connect(
+        app, api: Api, upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the upstream passed the SSRF rule when it was saved, then its name resolves to
+    our private network. New connections check every resolved address again, so the call is a 502
+    (not billed) and nothing is sent there."""
+    world = await make_api(app, api, upstream.url.replace("127.0.0.1", "localhost"))
+    user, sub, key = await consumer_with_key(app, api, world)
+    from marketplace.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "allow_private_networks", False)
+    before = len(upstream.received)
+    refused = await api.client.get(gw(world, "/forecast/x"), headers={"X-API-Key": key["key"]})
+    assert_problem(refused, 502)
+    assert len(upstream.received) == before
+    await flush(app)
+    assert (await usage(api, user, sub["id"]))["units"] == 0

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 from tests.helpers import Api, assert_problem
 
 
@@ -103,10 +105,15 @@ async def test_operators_suspend_a_partner_and_its_plans_cannot_be_subscribed(ap
 
     op_token = (await api.client.post("/v1/login", json={"email": op_email, "password": "operator-pass"})).json()["token"]
     op = {"Authorization": f"Bearer {op_token}"}
+    # Warm the gateway's cache with the published API (a call with a bad key: 401).
+    assert_problem(await api.client.get(f"/gateway/{slug}/x", headers={"X-API-Key": "mk_any"}), 401)
     suspended = await api.client.post(f"/v1/admin/partners/{pid}/suspend", headers=op, json={"reason": "review"})
     assert suspended.status_code == 200 and suspended.json()["status"] == "suspended"
     assert_problem(await api.client.post("/v1/subscriptions", headers=consumer.headers, json={"plan_id": plan}), 404)
     assert (await api.client.get(f"/v1/catalog/apis/{slug}")).status_code == 404
+    # The gateway refuses the suspended partner's APIs (the suspension reached its cache).
+    await asyncio.sleep(0.2)
+    assert_problem(await api.client.get(f"/gateway/{slug}/x", headers={"X-API-Key": "mk_any"}), 503)
     reinstated = await api.client.post(f"/v1/admin/partners/{pid}/unsuspend", headers=op)
     assert reinstated.json()["status"] == "active"
     assert (await api.client.post("/v1/subscriptions", headers=consumer.headers, json={"plan_id": plan})).status_code == 201
