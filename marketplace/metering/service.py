@@ -338,32 +338,6 @@ async def daily_usage(session: AsyncSession, subscription_id: str, start: dateti
     return sorted((d, c, u) for d, (c, u) in totals.items() if c or u)
 
 
-@dataclass(frozen=True)
-class CallOutcomes:
-    """Calls the gateway admitted for an API since a time: all, and those that failed (the
-    upstream answered 5xx, or did not answer: 502/504). Refusals (401/429) never reach the ledger."""
-
-    calls: int
-    failed: int
-
-    @property
-    def availability(self) -> float | None:
-        return None if self.calls == 0 else (self.calls - self.failed) / self.calls
-
-
-async def call_outcomes(session: AsyncSession, api_ids: list[str], since: datetime) -> dict[str, CallOutcomes]:
-    """Per API: admitted calls and failed (voided, never billed) calls since `since`."""
-    if not api_ids:
-        return {}
-    failed = func.count().filter(UsageEvent.billable.is_(False))
-    rows = await session.execute(
-        select(UsageEvent.api_id, func.count(), failed)
-        .where(UsageEvent.api_id.in_(api_ids), UsageEvent.occurred_at >= since)
-        .group_by(UsageEvent.api_id))
-    found = {r[0]: CallOutcomes(int(r[1]), int(r[2])) for r in rows.all()}
-    return {api_id: found.get(api_id, CallOutcomes(0, 0)) for api_id in api_ids}
-
-
 async def flush_lag_seconds(redis: Redis, now: datetime | None = None) -> float:
     """Age of the oldest entry still in the usage stream (read-but-unacknowledged ones stay there
     too, until their batch commits); 0 when the stream is empty."""

@@ -21,6 +21,7 @@ from marketplace.billing.schemas import EarningsOut
 from marketplace.catalog import service as catalog
 from marketplace.core.db import utcnow
 from marketplace.core.security import Principal
+from marketplace.gateway import service as gateway
 from marketplace.metering import service as metering
 from marketplace.portal.charts import Chart, daily_chart, period_chart
 from marketplace.subscriptions import service as subscriptions
@@ -302,26 +303,13 @@ class Health:
         return None if not self.calls else self.errors / self.calls
 
 
-def _gateway_status() -> Any:
-    """The gateway's own statistics reader (`gateway.service.api_status`, which measures latency),
-    when this build has it; otherwise None and the pages fall back to the usage ledger."""
-    try:
-        from marketplace.gateway.service import api_status
-    except ImportError:
-        return None
-    return api_status
-
-
 async def health(session: AsyncSession, api_ids: list[str], since: datetime) -> dict[str, Health]:
-    api_status = _gateway_status()
-    if api_status is not None:
-        out = {}
-        for api_id in api_ids:
-            st = await api_status(session, api_id, since)
-            out[api_id] = Health(st.calls, st.errors, st.availability, st.p50_ms, st.p95_ms)
-        return out
-    outcomes = await metering.call_outcomes(session, api_ids, since)
-    return {a: Health(o.calls, o.failed, o.availability) for a, o in outcomes.items()}
+    """Calls, errors, availability and latency percentiles per API, as the gateway measured them."""
+    out = {}
+    for api_id in api_ids:
+        st = await gateway.api_status(session, api_id, since)
+        out[api_id] = Health(st.calls, st.errors, st.availability, st.p50_ms, st.p95_ms)
+    return out
 
 
 @dataclass

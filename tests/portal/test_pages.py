@@ -247,6 +247,7 @@ async def test_partner_sees_subscribers_usage_and_errors(app, api: Api, upstream
     for path in ("/forecast/paris", "/forecast/rome", "/fail"):
         await api.client.get(f"/gateway/{world.slug}{path}", headers={"X-API-Key": key["key"]})
     await flush(app)
+    await app.state.gateway.stats.flush(db())
     partner = await browser_for(world.partner_user)
     response = await partner.get(f"/partner/{world.partner_id}")
     assert response.status_code == 200
@@ -255,6 +256,7 @@ async def test_partner_sees_subscribers_usage_and_errors(app, api: Api, upstream
     assert "Free: <strong>1</strong> subscriber" in html and "Pro: <strong>0</strong> subscribers" in html
     assert re.search(r'class="partner-calls">2<', html)  # billable calls; the failed one is not billed
     assert "33.33 %" in html  # 1 failed of 3 admitted calls in the last 24 h
+    assert re.search(r'class="latency">\d+ / \d+ ms<', html)  # the gateway's p50 / p95
     assert "<svg" in html and "calls per day" in html
 
 
@@ -293,11 +295,12 @@ async def test_status_page_is_public_and_shows_availability(app, api: Api, upstr
     key = await new_key(api, consumer, sub["id"])
     for path in ("/forecast/a", "/forecast/b", "/forecast/c", "/fail"):
         await api.client.get(f"/gateway/{world.slug}{path}", headers={"X-API-Key": key["key"]})
-    await flush(app)
+    await app.state.gateway.stats.flush(db())
     response = await anonymous.get("/status")
     assert response.status_code == 200
     row = re.search(rf'href="/catalog/{world.slug}">.*?</tr>', response.text, re.S)
     assert row and row[0].count("75.00 %") == 2
+    assert len(re.findall(r"\d+ / \d+ ms", row[0])) == 2  # p50 / p95 over 24 h and 30 days
 
 
 async def test_metrics_is_hidden_without_a_token_and_checks_it(app, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -310,7 +313,8 @@ async def test_metrics_is_hidden_without_a_token_and_checks_it(app, api: Api, mo
     response = await api.client.get("/metrics", headers={"Authorization": "Bearer s3cret-metrics"})
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     for name in ("marketplace_usage_flush_lag_seconds", "marketplace_webhook_queue_depth",
-                 "marketplace_webhook_failed_attempts_last_hour", "python_info"):
+                 "marketplace_webhook_failed_attempts_last_hour", "python_info",
+                 "marketplace_gateway_requests", "marketplace_gateway_latency_seconds"):
         assert name in response.text, name
 
 
