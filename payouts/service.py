@@ -673,3 +673,9 @@ async def stuck_lines(session: AsyncSession, older_than: timedelta) -> list[str]
     before = utcnow() - older_than
     return list((await session.scalars(select(PayoutLine.id).where(
         PayoutLine.status.in_(IN_FLIGHT), PayoutLine.updated_at <= before))).all())
+
+
+async def partner_lines(session: AsyncSession, partner_id: str, limit: int = 20) -> list[PayoutLine]:
+    """The partner's latest payout lines, newest first (their dashboard's payout history)."""
+    return list((await session.scalars(select(PayoutLine).where(PayoutLine.partner_id == partner_id)
+                                       .order_by(PayoutLine.id.desc()).limit(limit))).all())

@@ -13,7 +13,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, insert, or_, select
+from sqlalchemy import Select, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from marketplace.core.db import Base, utcnow
@@ -268,3 +268,16 @@ async def list_attempts(session: AsyncSession, endpoint: WebhookEndpoint, *, sta
     return await paginate(session, stmt, WebhookAttempt.id, limit=limit, starting_after=starting_after,
                           to_schema=lambda row: row)
 
+
+
+# --- operations (for /metrics) ------------------------------------------------------------------
+
+async def queue_stats(session: AsyncSession, now: datetime | None = None) -> tuple[int, int]:
+    """(deliveries waiting to be sent or retried, failed attempts in the last hour)."""
+    now = now or utcnow()
+    pending = await session.scalar(select(func.count()).select_from(WebhookDelivery)
+                                   .where(WebhookDelivery.status == "pending"))
+    failed = await session.scalar(select(func.count()).select_from(WebhookAttempt)
+                                  .where(WebhookAttempt.succeeded.is_(False),
+                                         WebhookAttempt.at >= now - timedelta(hours=1)))
+    return int(pending or 0), int(failed or 0)

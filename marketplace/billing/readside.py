@@ -89,3 +89,9 @@ async def metrics(session: AsyncSession) -> MetricsOut:
                                      mrr=mrr.get(c, 0)) for c in currencies],
         active_partners=int(partners), active_consumers=int(consumers), live_subscriptions=int(subs),
         open_invoices=counts.get("open", 0), failed_invoices=counts.get("failed", 0))
+
+
+async def invoices_of(session: AsyncSession, consumer_id: str, limit: int = 20) -> Sequence[Invoice]:
+    """The consumer's latest invoices, newest first (the portal's dashboard)."""
+    return (await session.scalars(select(Invoice).where(Invoice.consumer_id == consumer_id)
+                                  .order_by(Invoice.id.desc()).limit(limit))).all()

@@ -84,3 +84,24 @@ async def categories(session: AsyncSession) -> list[tuple[str, int]]:
         .group_by(Api.category).order_by(count.desc(), Api.category)
     )
     return [(name, int(n)) for name, n in rows.tuples()]
+
+
+async def plan_summaries(session: AsyncSession, api_ids: list[str]) -> dict[str, tuple[bool, int | None, str]]:
+    """Per API, over its active plans: (a free plan exists, the lowest monthly fee of the other
+    plans or None, that fee's currency), for catalog listings ("Free plan · paid from USD 49.00")."""
+    if not api_ids:
+        return {}
+    rows = await session.execute(
+        select(Plan.api_id, PlanVersion.monthly_fee, PlanVersion.currency, PlanVersion.unit_pricing)
+        .join(PlanVersion, (PlanVersion.plan_id == Plan.id) & (PlanVersion.version == Plan.current_version))
+        .where(Plan.api_id.in_(api_ids), Plan.status == "active")
+        .order_by(Plan.api_id, PlanVersion.monthly_fee))
+    out: dict[str, tuple[bool, int | None, str]] = {}
+    for api_id, fee, currency, pricing in rows.tuples():
+        free, lowest, cur = out.get(api_id, (False, None, currency))
+        if not fee and not pricing:
+            free = True
+        elif lowest is None:
+            lowest, cur = int(fee), currency
+        out[api_id] = (free, lowest, cur)
+    return out

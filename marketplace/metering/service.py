@@ -297,3 +297,54 @@ async def partner_usage(session: AsyncSession, partner_id: str, *, api_id: str |
             for r in rows.all()]
 
 
+
+
+# --- read side for the portal (charts, status page, /metrics) -------------------------------
+
+
+async def daily_usage(session: AsyncSession, subscription_id: str, start: datetime,
+                      end: datetime) -> list[tuple[str, int, int]]:
+    """Billable (day 'YYYY-MM-DD' in UTC, calls, units) of one subscription in [start, end):
+    whole hours from the rollups, the partial hours at either edge from the raw events (as
+    `usage_for_period` does), so a period that starts mid-hour is exact."""
+    h0, h1 = _edges(start, end)
+    totals: dict[str, list[int]] = {}
+
+    def add(day: str, calls: Any, units: Any) -> None:
+        t = totals.setdefault(day, [0, 0])
+        t[0] += int(calls or 0)
+        t[1] += int(units or 0)
+
+    if h0 < h1:
+        day = func.date_trunc("day", func.timezone("UTC", UsageRollup.hour))
+        rows = await session.execute(
+            select(func.to_char(day, "YYYY-MM-DD"), func.sum(UsageRollup.calls), func.sum(UsageRollup.units))
+            .where(UsageRollup.subscription_id == subscription_id, UsageRollup.hour >= h0, UsageRollup.hour < h1)
+            .group_by(day))
+        for r in rows.all():
+            add(*r)
+    raw_ranges = [(start, end)] if h0 >= h1 else [(start, h0), (h1, end)]
+    day = func.date_trunc("day", func.timezone("UTC", UsageEvent.occurred_at))
+    for lo, hi in raw_ranges:
+        if lo >= hi:
+            continue
+        rows = await session.execute(
+            select(func.to_char(day, "YYYY-MM-DD"), func.count(), func.sum(UsageEvent.units))
+            .where(UsageEvent.subscription_id == subscription_id, UsageEvent.billable.is_(True),
+                   UsageEvent.occurred_at >= lo, UsageEvent.occurred_at < hi)
+            .group_by(day))
+        for r in rows.all():
+            add(*r)
+    return sorted((d, c, u) for d, (c, u) in totals.items() if c or u)
+
+
+async def flush_lag_seconds(redis: Redis, now: datetime | None = None) -> float:
+    """Age of the oldest entry still in the usage stream (read-but-unacknowledged ones stay there
+    too, until their batch commits); 0 when the stream is empty."""
+    oldest = await redis.xrange(stream_key(), "-", "+", count=1)
+    if not oldest:
+        return 0.0
+    entry_id = oldest[0][0]
+    ms = int((entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-", 1)[0])
+    now_ms = (now or datetime.now(UTC)).timestamp() * 1000
+    return max(0.0, (now_ms - ms) / 1000)

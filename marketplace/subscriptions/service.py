@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from ulid import ULID
@@ -266,3 +266,31 @@ async def mark_keys_used(session: AsyncSession, used: dict[str, datetime]) -> No
         await session.execute(update(ApiKey).where(ApiKey.id == key_id)
                               .where((ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < at))
                               .values(last_used_at=at))
+
+
+# --- read side for the portal ----------------------------------------------------------------
+
+
+async def list_with_plans(session: AsyncSession, consumer_id: str,
+                          *, include_canceled: bool = False) -> list[tuple[Subscription, PlanVersion, Api]]:
+    """The consumer's subscriptions, newest first, each with its plan version and API."""
+    stmt = (select(Subscription, PlanVersion, Api)
+            .join(PlanVersion, PlanVersion.id == Subscription.plan_version_id)
+            .join(Api, Api.id == Subscription.api_id)
+            .where(Subscription.consumer_id == consumer_id))
+    if not include_canceled:
+        stmt = stmt.where(Subscription.status.in_(LIVE_STATUSES))
+    return [(s, v, a) for s, v, a in (await session.execute(stmt.order_by(Subscription.id.desc()))).all()]
+
+
+async def subscribers_per_plan(session: AsyncSession, partner_id: str) -> list[tuple[str, str, str, int]]:
+    """(api_id, plan_id, plan name, live subscriptions) for every plan of the partner's APIs."""
+    count = func.count(Subscription.id)
+    rows = await session.execute(
+        select(Plan.api_id, Plan.id, func.min(PlanVersion.name), count)
+        .join(Api, Api.id == Plan.api_id)
+        .join(PlanVersion, (PlanVersion.plan_id == Plan.id) & (PlanVersion.version == Plan.current_version))
+        .outerjoin(Subscription, (Subscription.plan_id == Plan.id) & Subscription.status.in_(LIVE_STATUSES))
+        .where(Api.partner_id == partner_id)
+        .group_by(Plan.api_id, Plan.id).order_by(Plan.api_id, Plan.id))
+    return [(a, p, n, int(c)) for a, p, n, c in rows.all()]
