@@ -124,3 +124,9 @@ async def test_the_idempotency_middleware_stops_reading_a_body_past_the_size_lim
     await IdempotencyMiddleware(downstream)(scope, receive, send)
     assert chunks_read <= 12, chunks_read
     assert sent[0]["status"] == 413
+
+
+async def test_control_characters_in_catalog_filters_are_never_a_500(api: Api) -> None:
+    for params in ({"tag": "a\x00b"}, {"q": "x\x00"}, {"category": "\x00"}):
+        response = await api.client.get("/v1/catalog/apis", params=params)
+        assert response.status_code in (200, 422), (params, response.text)
