@@ -89,6 +89,17 @@ async def checked_form(request: Request[Any, Any, Any], viewer: Viewer) -> dict[
     return data
 
 
+async def submitted_form(request: Request[Any, Any, Any], db_session: AsyncSession,
+                         return_to: str) -> tuple[Viewer, dict[str, str]] | Template | Redirect:
+    """Every form POST starts here: the logged-in viewer and their CSRF-checked form, or the page to
+    answer instead (the login redirect back to `return_to`, or the expired-form page)."""
+    viewer = await viewer_of(request, db_session)
+    if viewer is None:
+        return login_redirect(return_to)
+    form = await checked_form(request, viewer)
+    return form if isinstance(form, Template) else (viewer, form)
+
+
 class PortalPages(Controller):
     """Base of every page controller: out of the OpenAPI document, errors as HTML pages."""
 

@@ -22,13 +22,13 @@ from marketplace.portal import metrics, service
 from marketplace.portal.pages import (
     PortalPages,
     Viewer,
-    checked_form,
     checked_id,
     clean,
     error_page,
     login_redirect,
     page,
     safe_next,
+    submitted_form,
     viewer_of,
 )
 from marketplace.portal.snippets import snippets
@@ -113,12 +113,10 @@ class CatalogPages(PortalPages):
     @post("/{slug:str}/subscribe", status_code=HTTP_200_OK)
     async def subscribe(self, request: Request[Any, Any, Any], db_session: AsyncSession,
                         slug: str) -> Template | Redirect:
-        viewer = await viewer_of(request, db_session)
-        if viewer is None:
-            return login_redirect(f"/catalog/{slug}")
-        form = await checked_form(request, viewer)
-        if isinstance(form, Template):
-            return form
+        got = await submitted_form(request, db_session, f"/catalog/{slug}")
+        if not isinstance(got, tuple):
+            return got
+        viewer, form = got
         try:
             sub, _ = await subscriptions.create_subscription(db_session, viewer.principal.user_id,
                                                              checked_id(form.get("plan_id"), "plan"))
@@ -150,11 +148,7 @@ class DashboardPages(PortalPages):
                     new_key=new_key, error=error, payments=get_settings().payments_enabled)
 
     async def _form(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> tuple[Viewer, dict[str, str]] | Template | Redirect:
-        viewer = await viewer_of(request, db_session)
-        if viewer is None:
-            return login_redirect("/dashboard")
-        form = await checked_form(request, viewer)
-        return form if isinstance(form, Template) else (viewer, form)
+        return await submitted_form(request, db_session, "/dashboard")
 
     @post("/api-keys", status_code=HTTP_200_OK)
     async def create_key(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Template | Redirect:
@@ -264,12 +258,10 @@ class PartnerPages(PortalPages):
     @post("/connect", status_code=HTTP_200_OK)
     async def connect_onboarding(self, request: Request[Any, Any, Any], db_session: AsyncSession,
                                  partner_id: str) -> Template | Redirect:
-        viewer = await viewer_of(request, db_session)
-        if viewer is None:
-            return login_redirect(f"/partner/{partner_id}")
-        form = await checked_form(request, viewer)
-        if isinstance(form, Template):
-            return form
+        got = await submitted_form(request, db_session, f"/partner/{partner_id}")
+        if not isinstance(got, tuple):
+            return got
+        viewer, _ = got
         try:
             partner, _ = await partners.require_member(db_session, viewer.principal, checked_id(partner_id, "partner"),
                                                        ("owner", "admin"))
